@@ -1,0 +1,216 @@
+//! Bearer-token authentication: HS256 with a shared secret and/or asymmetric keys from a JWKS URL.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Data;
+use actix_web::{FromRequest, HttpRequest};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{
+    decode, decode_header, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::configuration::Settings;
+use crate::error::ApiError;
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+/// The JWKS is fetched again for an unknown key id at most this often.
+const JWKS_REFRESH_MIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+pub struct Authenticator {
+    hmac: Option<DecodingKey>,
+    jwks: Option<RemoteKeys>,
+}
+
+struct RemoteKeys {
+    url: String,
+    client: reqwest::Client,
+    cache: RwLock<(JwkSet, Option<Instant>)>,
+}
+
+impl RemoteKeys {
+    async fn fetch(&self) -> anyhow::Result<()> {
+        let set: JwkSet = self
+            .client
+            .get(&self.url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        *self.cache.write().await = (set, Some(Instant::now()));
+        Ok(())
+    }
+
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        let lookup = |set: &JwkSet| {
+            set.find(kid)
+                // Symmetric keys from a JWKS would let anyone holding the public set mint tokens.
+                .filter(|jwk| !matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)))
+                .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
+        };
+        let stale = {
+            let cache = self.cache.read().await;
+            if let Some(key) = lookup(&cache.0) {
+                return Some(key);
+            }
+            cache.1.is_none_or(|at| at.elapsed() >= JWKS_REFRESH_MIN)
+        };
+        if stale {
+            if let Err(e) = self.fetch().await {
+                tracing::warn!(url = %self.url, error = %e, "fetching the JWKS failed");
+            }
+        }
+        lookup(&self.cache.read().await.0)
+    }
+}
+
+impl Authenticator {
+    /// Keys from the settings; the JWKS is fetched now, and again when a token names an unknown key.
+    pub async fn from_settings(settings: &Settings) -> Self {
+        let hmac = settings
+            .jwt_secret
+            .as_ref()
+            .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        let jwks = settings.jwt_jwks_url.as_ref().map(|url| RemoteKeys {
+            url: url.clone(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            cache: RwLock::new((JwkSet::default(), None)),
+        });
+        if let Some(remote) = &jwks {
+            if let Err(e) = remote.fetch().await {
+                tracing::warn!(url = %remote.url, error = %e, "fetching the JWKS failed; will retry on demand");
+            }
+        }
+        Authenticator { hmac, jwks }
+    }
+
+    /// The token's subject, or why it is not accepted.
+    pub async fn verify(&self, token: &str) -> Result<String, ApiError> {
+        let header = decode_header(token)
+            .map_err(|_| ApiError::Unauthorized("the bearer token is not a valid JWT".into()))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hmac.clone().ok_or_else(|| {
+                ApiError::Unauthorized("HS256 tokens are not accepted here".into())
+            })?,
+            Algorithm::HS384 | Algorithm::HS512 => {
+                return Err(ApiError::Unauthorized(format!(
+                    "algorithm {:?} is not accepted",
+                    header.alg
+                )))
+            }
+            _ => {
+                let remote = self.jwks.as_ref().ok_or_else(|| {
+                    ApiError::Unauthorized(format!("algorithm {:?} is not accepted", header.alg))
+                })?;
+                let kid = header.kid.as_deref().ok_or_else(|| {
+                    ApiError::Unauthorized("the token has no key id (kid)".into())
+                })?;
+                remote
+                    .key(kid)
+                    .await
+                    .ok_or_else(|| ApiError::Unauthorized(format!("unknown signing key {kid:?}")))?
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = decode::<Claims>(token, &key, &validation).map_err(|e| {
+            ApiError::Unauthorized(match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+                ErrorKind::InvalidSignature => "the token's signature is invalid".to_owned(),
+                ErrorKind::ImmatureSignature => "the token is not valid yet".to_owned(),
+                ErrorKind::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+                _ => format!("the token is invalid: {e}"),
+            })
+        })?;
+        if data.claims.sub.is_empty() {
+            return Err(ApiError::Unauthorized(
+                "the token's subject is empty".into(),
+            ));
+        }
+        Ok(data.claims.sub)
+    }
+}
+
+/// Mint an HS256 token for `sub`, valid for `ttl` (used by `backend token` and tests).
+pub fn issue_token(secret: &str, sub: &str, ttl: Duration) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// The authenticated caller: the `sub` of a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub String);
+
+impl AuthUser {
+    /// Routes under `/api/{user_id}` belong to that user only.
+    pub fn require(&self, path_user: &str) -> Result<(), ApiError> {
+        if self.0 == path_user {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let auth = req.app_data::<Data<Authenticator>>().cloned();
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().map(str::to_owned));
+        Box::pin(async move {
+            let auth =
+                auth.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no authenticator")))?;
+            let value = match header {
+                None => return Err(ApiError::Unauthorized("missing bearer token".into())),
+                Some(Err(_)) => {
+                    return Err(ApiError::Unauthorized(
+                        "malformed Authorization header".into(),
+                    ))
+                }
+                Some(Ok(v)) => v,
+            };
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::Unauthorized("expected 'Authorization: Bearer <token>'".into())
+                })?;
+            auth.verify(token).await.map(AuthUser)
+        })
+    }
+}

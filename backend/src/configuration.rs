@@ -1,0 +1,132 @@
+//! Settings from environment variables; every knob and its default is in the README table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublisherKind {
+    Kafka,
+    Dapr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: Secret,
+    pub http_addr: SocketAddr,
+    pub db_pool_size: usize,
+    pub jwt_secret: Option<Secret>,
+    pub jwt_jwks_url: Option<String>,
+    pub log_format: LogFormat,
+    pub events: EventSettings,
+}
+
+/// The event path: outbox relay and publisher.
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// Off only in tests that look at outbox rows before anything publishes them.
+    pub relay_enabled: bool,
+    pub publisher: PublisherKind,
+    pub kafka_brokers: String,
+    pub dapr_http_endpoint: String,
+    pub dapr_pubsub_name: String,
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+    pub max_backoff: Duration,
+    pub retention: Duration,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
+    }
+}
+
+fn millis(name: &str, default_ms: u64) -> anyhow::Result<Duration> {
+    parsed(name, default_ms).map(Duration::from_millis)
+}
+
+impl Settings {
+    /// Read the settings from the environment.
+    pub fn from_env() -> anyhow::Result<Settings> {
+        let database_url = var("DATABASE_URL")
+            .unwrap_or_else(|| "postgres://taskflow:taskflow@127.0.0.1:55432/taskflow".into());
+        let jwt_secret = var("JWT_SECRET").map(Secret::new);
+        let jwt_jwks_url = var("JWT_JWKS_URL");
+        if jwt_secret.is_none() && jwt_jwks_url.is_none() {
+            bail!("set JWT_SECRET (HS256) and/or JWT_JWKS_URL (asymmetric keys)");
+        }
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => bail!("LOG_FORMAT={other:?} is invalid: use json or pretty"),
+        };
+        let publisher = match var("EVENT_PUBLISHER").as_deref() {
+            None | Some("kafka") => PublisherKind::Kafka,
+            Some("dapr") => PublisherKind::Dapr,
+            Some(other) => bail!("EVENT_PUBLISHER={other:?} is invalid: use kafka or dapr"),
+        };
+        let db_pool_size = parsed("DB_POOL_SIZE", 16usize)?;
+        if db_pool_size == 0 {
+            bail!("DB_POOL_SIZE must be at least 1");
+        }
+        Ok(Settings {
+            database_url: Secret::new(database_url),
+            http_addr: parsed("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))
+                .context("HTTP_ADDR")?,
+            db_pool_size,
+            jwt_secret,
+            jwt_jwks_url,
+            log_format,
+            events: EventSettings {
+                relay_enabled: parsed("OUTBOX_RELAY_ENABLED", true)?,
+                publisher,
+                kafka_brokers: var("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into()),
+                dapr_http_endpoint: var("DAPR_HTTP_ENDPOINT")
+                    .unwrap_or_else(|| "http://127.0.0.1:3500".into()),
+                dapr_pubsub_name: var("DAPR_PUBSUB_NAME").unwrap_or_else(|| "kafka-pubsub".into()),
+                batch_size: parsed("OUTBOX_BATCH_SIZE", 500i64)?.clamp(1, 10_000),
+                poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", 1_000)?,
+                max_backoff: millis("OUTBOX_MAX_BACKOFF_MS", 30_000)?,
+                retention: Duration::from_secs(parsed("OUTBOX_RETENTION_HOURS", 72u64)? * 3600),
+            },
+        })
+    }
+}

@@ -1,0 +1,501 @@
+//! Task request bodies and their validation into [`TaskFields`] ("parse, don't validate").
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use shared_events::recurrence::{Anchor, Recurrence, RecurrenceInput};
+use shared_events::Priority;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, FieldErrors};
+
+pub const TITLE_MAX: usize = 200;
+pub const DESCRIPTION_MAX: usize = 4000;
+pub const TAGS_MAX: usize = 20;
+pub const TAG_MAX: usize = 32;
+pub const REMINDER_MAX: i64 = 525_600;
+
+/// Body of `POST /tasks` and `PUT /tasks/{id}`: the whole editable state of a task.
+/// Only `title` is required. Values are checked in [`TaskFields::from_body`] so that every
+/// problem is reported with its field name.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskBody {
+    /// 1 to 200 characters after trimming.
+    #[schema(value_type = String)]
+    pub title: Option<String>,
+    /// At most 4000 characters.
+    pub description: Option<String>,
+    pub completed: Option<bool>,
+    /// none, low, medium, high or urgent (default none).
+    #[schema(value_type = Option<Priority>)]
+    pub priority: Option<String>,
+    /// At most 20 distinct tags of 1 to 32 characters.
+    pub tags: Option<Vec<String>>,
+    /// RFC 3339 date-time, stored in UTC.
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub due_at: Option<String>,
+    /// IANA time zone (default UTC).
+    pub timezone: Option<String>,
+    /// Minutes before `due_at`, 0 to 525600; needs `due_at`.
+    pub reminder_minutes_before: Option<i64>,
+    #[schema(value_type = Option<RecurrenceInput>)]
+    pub recurrence: Option<Value>,
+}
+
+/// Body of `PATCH /tasks/{id}`: a field left out is kept, `null` clears a nullable field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatch {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>)]
+    pub completed: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Priority>)]
+    pub priority: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tags: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub due_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub timezone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub reminder_minutes_before: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RecurrenceInput>)]
+    pub recurrence: Option<Option<Value>>,
+}
+
+/// Distinguishes `"field": null` (Some(None)) from a missing field (None, via `default`).
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The validated, normalised editable state of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFields {
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub timezone: Tz,
+    pub reminder_minutes_before: Option<i32>,
+    pub recurrence: Option<Recurrence>,
+}
+
+/// Collects every field's problem so one response names them all.
+#[derive(Default)]
+struct Problems(FieldErrors);
+
+impl Problems {
+    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|message| {
+                self.0.entry(field.to_owned()).or_insert(message);
+            })
+            .ok()
+    }
+
+    fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| message.into());
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, ApiError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}
+
+fn title(raw: &str) -> Result<String, String> {
+    let title = raw.trim();
+    let len = title.chars().count();
+    if len == 0 || len > TITLE_MAX {
+        return Err(format!(
+            "must be 1 to {TITLE_MAX} characters after trimming (got {len})"
+        ));
+    }
+    Ok(title.to_owned())
+}
+
+fn description(raw: String) -> Result<Option<String>, String> {
+    let len = raw.chars().count();
+    if len > DESCRIPTION_MAX {
+        return Err(format!(
+            "must be at most {DESCRIPTION_MAX} characters (got {len})"
+        ));
+    }
+    Ok((!raw.trim().is_empty()).then_some(raw))
+}
+
+fn priority(raw: &str) -> Result<Priority, String> {
+    Priority::parse(raw).ok_or_else(|| {
+        format!("unknown priority {raw:?}; expected one of none, low, medium, high, urgent")
+    })
+}
+
+fn tags(raw: Vec<String>) -> Result<Vec<String>, String> {
+    let mut tags: Vec<String> = Vec::with_capacity(raw.len());
+    for tag in raw {
+        let tag = tag.trim();
+        let len = tag.chars().count();
+        if len == 0 || len > TAG_MAX {
+            return Err(format!(
+                "each tag must be 1 to {TAG_MAX} characters (got {tag:?})"
+            ));
+        }
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_owned());
+        }
+    }
+    if tags.len() > TAGS_MAX {
+        return Err(format!(
+            "at most {TAGS_MAX} distinct tags (got {})",
+            tags.len()
+        ));
+    }
+    Ok(tags)
+}
+
+pub fn parse_datetime(raw: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("must be an RFC 3339 date-time such as 2026-12-01T09:00:00Z ({e})"))
+}
+
+fn timezone(raw: &str) -> Result<Tz, String> {
+    raw.trim()
+        .parse::<Tz>()
+        .map_err(|_| format!("unknown time zone {raw:?}; use an IANA name such as Europe/Berlin"))
+}
+
+fn reminder(raw: i64) -> Result<i32, String> {
+    if (0..=REMINDER_MAX).contains(&raw) {
+        Ok(raw as i32)
+    } else {
+        Err(format!(
+            "must be between 0 and {REMINDER_MAX} minutes (got {raw})"
+        ))
+    }
+}
+
+fn recurrence_input(raw: Value) -> Result<RecurrenceInput, String> {
+    serde_json::from_value(raw).map_err(|e| {
+        format!(
+            "must be one of daily, weekdays, weekly, monthly, yearly, \
+             {{\"rule\": \"<RRULE>\", \"anchor\": \"due\"|\"completion\"}} or \
+             {{\"cron\": \"<6-field cron>\", \"anchor\": ...}} ({e})"
+        )
+    })
+}
+
+fn not_null<T>(field: &str, value: Option<T>, problems: &mut Problems) -> Option<T> {
+    if value.is_none() {
+        problems.add(field, "must not be null");
+    }
+    value
+}
+
+impl TaskFields {
+    /// Validate a full body (create or replace).
+    pub fn from_body(body: TaskBody) -> Result<TaskFields, ApiError> {
+        let mut p = Problems::default();
+        let title = match body.title {
+            Some(t) => p.check("title", title(&t)),
+            None => {
+                p.add("title", "is required");
+                None
+            }
+        };
+        let description = body
+            .description
+            .and_then(|d| p.check("description", description(d)))
+            .flatten();
+        let priority = body
+            .priority
+            .map_or(Some(Priority::None), |v| p.check("priority", priority(&v)));
+        let tags = body
+            .tags
+            .map_or(Some(Vec::new()), |v| p.check("tags", tags(v)));
+        let due_at = body
+            .due_at
+            .and_then(|v| p.check("due_at", parse_datetime(&v)));
+        let tz = body
+            .timezone
+            .map_or(Some(Tz::UTC), |v| p.check("timezone", timezone(&v)));
+        let reminder = body
+            .reminder_minutes_before
+            .and_then(|v| p.check("reminder_minutes_before", reminder(v)));
+        let recurrence = body
+            .recurrence
+            .and_then(|v| p.check("recurrence", recurrence_input(v)));
+        let (Some(title), Some(priority), Some(tags), Some(tz)) = (title, priority, tags, tz)
+        else {
+            return Err(ApiError::Validation(p.0));
+        };
+        let draft = Draft {
+            fields: TaskFields {
+                title,
+                description,
+                completed: body.completed.unwrap_or(false),
+                priority,
+                tags,
+                due_at,
+                timezone: tz,
+                reminder_minutes_before: reminder,
+                recurrence: None,
+            },
+            new_recurrence: recurrence,
+        };
+        draft.finish(p)
+    }
+
+    /// Apply a partial update on top of the current state and validate the result.
+    pub fn apply(&self, patch: TaskPatch) -> Result<TaskFields, ApiError> {
+        let mut p = Problems::default();
+        let mut next = self.clone();
+        if let Some(v) = patch.title {
+            if let Some(t) = not_null("title", v, &mut p).and_then(|t| p.check("title", title(&t)))
+            {
+                next.title = t;
+            }
+        }
+        if let Some(v) = patch.description {
+            next.description = v.and_then(|d| p.check("description", description(d)).flatten());
+        }
+        if let Some(v) = patch.completed {
+            if let Some(c) = not_null("completed", v, &mut p) {
+                next.completed = c;
+            }
+        }
+        if let Some(v) = patch.priority {
+            if let Some(pr) =
+                not_null("priority", v, &mut p).and_then(|v| p.check("priority", priority(&v)))
+            {
+                next.priority = pr;
+            }
+        }
+        if let Some(v) = patch.tags {
+            // null clears the tags, like an empty list.
+            if let Some(t) = p.check("tags", tags(v.unwrap_or_default())) {
+                next.tags = t;
+            }
+        }
+        if let Some(v) = patch.due_at {
+            next.due_at = v.and_then(|d| p.check("due_at", parse_datetime(&d)));
+        }
+        if let Some(v) = patch.timezone {
+            if let Some(tz) =
+                not_null("timezone", v, &mut p).and_then(|v| p.check("timezone", timezone(&v)))
+            {
+                next.timezone = tz;
+            }
+        }
+        if let Some(v) = patch.reminder_minutes_before {
+            next.reminder_minutes_before =
+                v.and_then(|m| p.check("reminder_minutes_before", reminder(m)));
+        }
+        let mut new_recurrence = None;
+        if let Some(v) = patch.recurrence {
+            match v {
+                None => next.recurrence = None,
+                Some(raw) => new_recurrence = p.check("recurrence", recurrence_input(raw)),
+            }
+        }
+        Draft {
+            fields: next,
+            new_recurrence,
+        }
+        .finish(p)
+    }
+}
+
+/// Fields whose checks depend on each other run last, on the merged state.
+struct Draft {
+    fields: TaskFields,
+    new_recurrence: Option<RecurrenceInput>,
+}
+
+impl Draft {
+    fn finish(mut self, mut p: Problems) -> Result<TaskFields, ApiError> {
+        let f = &mut self.fields;
+        if f.reminder_minutes_before.is_some() && f.due_at.is_none() {
+            p.add("reminder_minutes_before", "needs due_at");
+        }
+        let local_due = f.due_at.map(|d| d.with_timezone(&f.timezone));
+        if let Some(input) = &self.new_recurrence {
+            f.recurrence = p.check(
+                "recurrence",
+                Recurrence::parse(input, local_due).map_err(|e| e.to_string()),
+            );
+        } else if let Some(r) = &f.recurrence {
+            if r.active && r.anchor == Anchor::Due && f.due_at.is_none() {
+                p.add(
+                    "due_at",
+                    "a task that recurs from its due date needs due_at",
+                );
+            }
+        }
+        p.finish(self.fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> TaskBody {
+        serde_json::from_value(v).expect("body shape")
+    }
+
+    fn fields(v: Value) -> TaskFields {
+        TaskFields::from_body(body(v)).expect("valid")
+    }
+
+    fn problems(result: Result<TaskFields, ApiError>) -> FieldErrors {
+        match result {
+            Err(ApiError::Validation(f)) => f,
+            other => panic!("expected validation errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_body_gets_defaults() {
+        let f = fields(json!({"title": "  Buy milk  "}));
+        assert_eq!(f.title, "Buy milk");
+        assert_eq!(f.priority, Priority::None);
+        assert_eq!(f.timezone, Tz::UTC);
+        assert!(f.tags.is_empty() && !f.completed && f.due_at.is_none());
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let long = "x".repeat(TITLE_MAX + 1);
+        let errors = problems(TaskFields::from_body(body(json!({
+            "title": long,
+            "description": "d".repeat(DESCRIPTION_MAX + 1),
+            "priority": "critical",
+            "tags": ["ok", ""],
+            "due_at": "tomorrow",
+            "timezone": "Mars/Olympus",
+            "reminder_minutes_before": 525601,
+            "recurrence": "fortnightly"
+        }))));
+        for field in [
+            "title",
+            "description",
+            "priority",
+            "tags",
+            "due_at",
+            "timezone",
+            "reminder_minutes_before",
+        ] {
+            assert!(errors.contains_key(field), "{field} missing in {errors:?}");
+        }
+        assert!(errors["timezone"].contains("Mars/Olympus"));
+    }
+
+    #[test]
+    fn title_is_required_and_trimmed() {
+        assert!(problems(TaskFields::from_body(body(json!({})))).contains_key("title"));
+        assert!(
+            problems(TaskFields::from_body(body(json!({"title": "   "})))).contains_key("title")
+        );
+        let exactly = "é".repeat(TITLE_MAX);
+        assert_eq!(
+            fields(json!({ "title": exactly })).title.chars().count(),
+            TITLE_MAX
+        );
+    }
+
+    #[test]
+    fn tags_are_trimmed_and_deduplicated() {
+        let f = fields(json!({"title": "t", "tags": [" home ", "home", "work"]}));
+        assert_eq!(f.tags, vec!["home", "work"]);
+        let many: Vec<String> = (0..=TAGS_MAX).map(|i| format!("t{i}")).collect();
+        assert!(problems(TaskFields::from_body(body(
+            json!({"title": "t", "tags": many})
+        )))
+        .contains_key("tags"));
+        let dup: Vec<String> = (0..30).map(|_| "same".to_owned()).collect();
+        assert_eq!(fields(json!({"title": "t", "tags": dup})).tags.len(), 1);
+    }
+
+    #[test]
+    fn due_at_is_stored_in_utc_and_reminder_needs_it() {
+        let f = fields(json!({"title": "t", "due_at": "2026-12-01T10:00:00+01:00"}));
+        assert_eq!(f.due_at.unwrap().to_rfc3339(), "2026-12-01T09:00:00+00:00");
+        let errors = problems(TaskFields::from_body(body(
+            json!({"title": "t", "reminder_minutes_before": 15}),
+        )));
+        assert_eq!(errors["reminder_minutes_before"], "needs due_at");
+    }
+
+    #[test]
+    fn recurrence_is_normalised_against_the_due_date() {
+        let f = fields(json!({
+            "title": "t", "due_at": "2026-12-01T09:00:00Z", "recurrence": "weekly"
+        }));
+        let r = f.recurrence.expect("recurrence");
+        assert!(r.active);
+        assert_eq!(r.anchor, Anchor::Due);
+        let errors = problems(TaskFields::from_body(body(json!({
+            "title": "t", "recurrence": {"rule": "FREQ=SOMETIMES"}
+        }))));
+        assert!(errors.contains_key("recurrence"));
+    }
+
+    #[test]
+    fn patch_keeps_absent_fields_and_clears_nulls() {
+        let current = fields(json!({
+            "title": "t", "description": "d", "due_at": "2026-12-01T09:00:00Z",
+            "reminder_minutes_before": 10, "tags": ["a"]
+        }));
+        let patch: TaskPatch =
+            serde_json::from_value(json!({"description": null, "priority": "high"})).unwrap();
+        let next = current.apply(patch).expect("valid patch");
+        assert_eq!(next.description, None);
+        assert_eq!(next.priority, Priority::High);
+        assert_eq!(next.tags, vec!["a"]);
+        assert_eq!(next.reminder_minutes_before, Some(10));
+
+        let clear_due: TaskPatch = serde_json::from_value(json!({"due_at": null})).unwrap();
+        let errors = problems(current.apply(clear_due));
+        assert!(errors.contains_key("reminder_minutes_before"));
+
+        let null_title: TaskPatch = serde_json::from_value(json!({"title": null})).unwrap();
+        assert_eq!(
+            problems(current.apply(null_title))["title"],
+            "must not be null"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_the_body_types() {
+        assert!(serde_json::from_value::<TaskBody>(json!({"title": "t", "colour": 1})).is_err());
+        assert!(serde_json::from_value::<TaskPatch>(json!({"id": "x"})).is_err());
+        assert!(serde_json::from_value::<TaskBody>(json!({"title": 5})).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! TaskFlow backend: the task API on PostgreSQL and the outbox relay that publishes its events.
+
+pub mod auth;
+pub mod configuration;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod idempotency;
+pub mod metrics;
+pub mod openapi;
+pub mod outbox;
+pub mod routes;
+pub mod schema;
+pub mod startup;
+pub mod store;
+pub mod tasks;
+pub mod telemetry;

@@ -1,0 +1,49 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use backend::configuration::Settings;
+use backend::startup::Application;
+use backend::{auth, db, telemetry};
+
+const USAGE: &str = "usage: backend [serve | migrate | topics | token USER_ID [TTL_SECONDS]]";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    match args.as_slice() {
+        [] | ["serve"] => serve(settings).await,
+        ["migrate"] => {
+            let pool = db::pool(settings.database_url.expose(), 1)?;
+            let applied = db::migrate(&pool).await?;
+            println!("{applied} migration(s) applied");
+            Ok(())
+        }
+        ["token", user, rest @ ..] => {
+            let ttl = match rest {
+                [] => 24 * 3600,
+                [secs] => secs.parse().context("TTL_SECONDS must be a whole number")?,
+                _ => anyhow::bail!(USAGE),
+            };
+            let secret = settings
+                .jwt_secret
+                .as_ref()
+                .context("JWT_SECRET is needed to mint a token")?;
+            println!(
+                "{}",
+                auth::issue_token(secret.expose(), user, Duration::from_secs(ttl))?
+            );
+            Ok(())
+        }
+        _ => anyhow::bail!(USAGE),
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(&settings).await?;
+    tracing::info!(port = app.port(), "backend listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}

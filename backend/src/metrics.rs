@@ -1,0 +1,130 @@
+//! Prometheus metrics: HTTP requests by route and status, database pool, outbox backlog.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::db::DbPool;
+
+/// Every metric the backend exports, registered in its own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    db_pool: IntGaugeVec,
+    pub outbox_pending: IntGauge,
+    pub outbox_oldest_age_seconds: IntGauge,
+    pub outbox_published: IntCounterVec,
+    pub outbox_publish_failures: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route and status",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["method", "route", "status"],
+        )?;
+        let db_pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections by state"),
+            &["state"],
+        )?;
+        let outbox_pending = IntGauge::new("outbox_pending", "Outbox rows not yet published")?;
+        let outbox_oldest_age_seconds = IntGauge::new(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest unpublished outbox row",
+        )?;
+        let outbox_published = IntCounterVec::new(
+            Opts::new("outbox_published_total", "Outbox rows published, by topic"),
+            &["topic"],
+        )?;
+        let outbox_publish_failures = IntCounterVec::new(
+            Opts::new(
+                "outbox_publish_failures_total",
+                "Failed publish attempts, by topic",
+            ),
+            &["topic"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(db_pool.clone()))?;
+        registry.register(Box::new(outbox_pending.clone()))?;
+        registry.register(Box::new(outbox_oldest_age_seconds.clone()))?;
+        registry.register(Box::new(outbox_published.clone()))?;
+        registry.register(Box::new(outbox_publish_failures.clone()))?;
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            db_pool,
+            outbox_pending,
+            outbox_oldest_age_seconds,
+            outbox_published,
+            outbox_publish_failures,
+        })
+    }
+
+    /// The text exposition, with pool gauges sampled now.
+    pub fn render(&self, pool: &DbPool) -> String {
+        let status = pool.status();
+        self.db_pool
+            .with_label_values(&["max"])
+            .set(status.max_size as i64);
+        self.db_pool
+            .with_label_values(&["open"])
+            .set(status.size as i64);
+        self.db_pool
+            .with_label_values(&["idle"])
+            .set(status.available as i64);
+        self.db_pool
+            .with_label_values(&["waiting"])
+            .set(status.waiting as i64);
+        let mut buffer = Vec::new();
+        // Encoding into a Vec only fails for malformed metric families, which we never build.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+/// Middleware recording each request under its route pattern (never the raw path, which
+/// would give one time series per task id).
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let metrics = req.app_data::<Data<Metrics>>().cloned();
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let status = response.status().as_u16().to_string();
+        let labels = [method.as_str(), route.as_str(), status.as_str()];
+        metrics.http_requests.with_label_values(&labels).inc();
+        metrics
+            .http_duration
+            .with_label_values(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}

@@ -1,0 +1,113 @@
+//! The transactional outbox: events are written in the transaction of the change they describe
+//! and published afterwards by the [`relay`].
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use shared_events::envelope::TASK_CHANGED_TYPE;
+use shared_events::topics::{TASK_EVENTS, TASK_UPDATES};
+use shared_events::{CloudEvent, TaskChanged, TaskEvent, TaskEventType, TaskSnapshot};
+use uuid::Uuid;
+
+use crate::schema::outbox;
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox)]
+struct NewMessage {
+    id: Uuid,
+    topic: &'static str,
+    message_key: String,
+    event_type: String,
+    payload: serde_json::Value,
+}
+
+impl NewMessage {
+    fn new<D: serde::Serialize>(
+        topic: &'static str,
+        key: String,
+        event: &CloudEvent<D>,
+    ) -> QueryResult<Self> {
+        Ok(NewMessage {
+            id: event.id,
+            topic,
+            message_key: key,
+            event_type: event.event_type.clone(),
+            payload: serde_json::to_value(event)
+                .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?,
+        })
+    }
+}
+
+/// Record a task change: the full event on `task-events` and a small notice on `task-updates`,
+/// both keyed by the series id so one task's events keep their order.
+pub async fn record_task_change(
+    conn: &mut AsyncPgConnection,
+    event_type: TaskEventType,
+    task: &TaskSnapshot,
+    traceparent: Option<&str>,
+    now: DateTime<Utc>,
+) -> QueryResult<Uuid> {
+    let key = task.series_id.to_string();
+    let event = CloudEvent::new(
+        Uuid::now_v7(),
+        event_type.cloudevent_type(),
+        task.id.to_string(),
+        now,
+        traceparent.map(str::to_owned),
+        TaskEvent {
+            event_type,
+            task_id: task.id,
+            user_id: task.user_id.clone(),
+            series_id: task.series_id,
+            occurred_at: now,
+            task: task.clone(),
+        },
+    );
+    let notice = CloudEvent::new(
+        Uuid::now_v7(),
+        TASK_CHANGED_TYPE,
+        task.id.to_string(),
+        now,
+        traceparent.map(str::to_owned),
+        TaskChanged {
+            event_type,
+            task_id: task.id,
+            user_id: task.user_id.clone(),
+            version: task.version,
+            occurred_at: now,
+        },
+    );
+    diesel::insert_into(outbox::table)
+        .values(vec![
+            NewMessage::new(TASK_EVENTS, key.clone(), &event)?,
+            NewMessage::new(TASK_UPDATES, key, &notice)?,
+        ])
+        .execute(conn)
+        .await?;
+    Ok(event.id)
+}
+
+/// Whether the event path (relay to broker or sidecar) works, for `/ready` and logs.
+#[derive(Debug, Default)]
+pub struct EventPathHealth {
+    problem: std::sync::Mutex<Option<String>>,
+}
+
+impl EventPathHealth {
+    pub fn degraded(&self, reason: String) {
+        if let Ok(mut p) = self.problem.lock() {
+            *p = Some(reason);
+        }
+    }
+
+    pub fn healthy(&self) {
+        if let Ok(mut p) = self.problem.lock() {
+            *p = None;
+        }
+    }
+
+    /// The current problem, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().ok().and_then(|p| p.clone())
+    }
+}

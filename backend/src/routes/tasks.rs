@@ -1,0 +1,354 @@
+//! `/api/{user_id}/tasks`: create, read, list, edit, complete, delete, cancel recurrence.
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Json, Path};
+use actix_web::{HttpRequest, HttpResponse};
+use chrono::Utc;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use serde::Serialize;
+use serde_json::Value;
+use shared_events::TaskSnapshot;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db::DbPool;
+use crate::domain::list_query::ListQuery;
+use crate::domain::task::{TaskBody, TaskFields, TaskPatch};
+use crate::error::ApiError;
+use crate::idempotency::{self, IdempotencyKey};
+use crate::store::{self, TaskRow};
+use crate::tasks::{self, Change, Edit, Precondition};
+
+/// One page of tasks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskPage {
+    pub items: Vec<TaskSnapshot>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// W3C trace context, passed into the events this request causes.
+fn traceparent(req: &HttpRequest) -> Option<&str> {
+    header(req.headers(), "traceparent").filter(|t| t.len() == 55 && t.is_ascii())
+}
+
+fn task_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("no such task"))
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("the body has the wrong shape: {e}"))
+    })
+}
+
+fn task_response(status: StatusCode, row: &TaskRow) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, format!("\"{}\"", row.version)))
+        .json(row.snapshot())
+}
+
+/// Runs `f` in a transaction on a pooled connection.
+macro_rules! transaction {
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        let mut pooled = $pool.get().await?;
+        let conn: &mut AsyncPgConnection = &mut pooled;
+        conn.transaction::<_, ApiError, _>(async |$conn| $body)
+            .await
+    }};
+}
+
+/// Why a create did not produce a new task.
+enum Replay {
+    Stored(u16, Value),
+    Error(ApiError),
+}
+
+impl From<diesel::result::Error> for Replay {
+    fn from(e: diesel::result::Error) -> Self {
+        Replay::Error(e.into())
+    }
+}
+
+#[utoipa::path(
+    post, path = "/api/{user_id}/tasks", tag = "tasks",
+    params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = TaskBody,
+    responses(
+        (status = 201, description = "Created", body = TaskSnapshot),
+        (status = 400, description = "Malformed JSON"), (status = 401), (status = 403),
+        (status = 413), (status = 415), (status = 422, description = "Invalid fields"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    auth: AuthUser,
+    path: Path<String>,
+    req: HttpRequest,
+    body: Json<Value>,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = path.into_inner();
+    auth.require(&user_id)?;
+    let key = header(req.headers(), "Idempotency-Key")
+        .map(|h| IdempotencyKey::parse(h, &body))
+        .transpose()?;
+    let fields = TaskFields::from_body(parse_body::<TaskBody>(body.into_inner())?)?;
+    let ctx = Change {
+        user_id: &user_id,
+        traceparent: traceparent(&req),
+        now: Utc::now(),
+    };
+    let mut pooled = pool.get().await?;
+    let conn: &mut AsyncPgConnection = &mut pooled;
+    let outcome = conn
+        .transaction::<_, Replay, _>(async |conn| {
+            if let Some(key) = &key {
+                if let Some(stored) = idempotency::find(conn, &user_id, key).await? {
+                    return Err(match idempotency::replay(key, stored) {
+                        Ok((status, body)) => Replay::Stored(status, body),
+                        Err(e) => Replay::Error(e),
+                    });
+                }
+            }
+            let row = tasks::create(conn, &ctx, fields)
+                .await
+                .map_err(Replay::Error)?;
+            if let Some(key) = &key {
+                let body = serde_json::to_value(row.snapshot())
+                    .map_err(|e| Replay::Error(anyhow::Error::from(e).into()))?;
+                if !idempotency::save(conn, &user_id, key, 201, &body).await? {
+                    // A concurrent request with this key committed first: undo ours, replay theirs.
+                    return Err(Replay::Error(ApiError::Conflict {
+                        code: RACE,
+                        message: String::new(),
+                    }));
+                }
+            }
+            Ok(row)
+        })
+        .await;
+    match outcome {
+        Ok(row) => Ok(HttpResponse::Created()
+            .insert_header((header::ETAG, format!("\"{}\"", row.version)))
+            .insert_header((header::LOCATION, format!("/api/{user_id}/tasks/{}", row.id)))
+            .json(row.snapshot())),
+        Err(Replay::Stored(status, body)) => Ok(replayed(&user_id, status, body)),
+        Err(Replay::Error(ApiError::Conflict { code: RACE, .. })) => {
+            let key = key.ok_or_else(|| anyhow::anyhow!("idempotency race without a key"))?;
+            let stored = idempotency::find(conn, &user_id, &key)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("idempotency entry vanished"))?;
+            let (status, body) = idempotency::replay(&key, stored)?;
+            Ok(replayed(&user_id, status, body))
+        }
+        Err(Replay::Error(e)) => Err(e),
+    }
+}
+
+/// Marks the concurrent-create case inside the transaction; never reaches a client.
+const RACE: &str = "idempotency_race";
+
+/// The first response to an idempotent create, sent again.
+fn replayed(user_id: &str, status: u16, body: Value) -> HttpResponse {
+    let id = body["id"].as_str().unwrap_or_default().to_owned();
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED))
+        .insert_header((header::LOCATION, format!("/api/{user_id}/tasks/{id}")))
+        .insert_header(("Idempotent-Replayed", "true"))
+        .json(body)
+}
+
+#[utoipa::path(
+    get, path = "/api/{user_id}/tasks", tag = "tasks",
+    params(
+        ("user_id" = String, Path),
+        ("status" = Option<String>, Query, description = "pending (default), completed or all"),
+        ("priority" = Option<Vec<String>>, Query, description = "repeatable"),
+        ("tag" = Option<Vec<String>>, Query, description = "repeatable; all must match"),
+        ("q" = Option<String>, Query, description = "full-text search over title and description"),
+        ("due_before" = Option<String>, Query), ("due_after" = Option<String>, Query),
+        ("overdue" = Option<bool>, Query),
+        ("sort" = Option<String>, Query, description = "due_at, priority, created_at or title; prefix - for descending"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query),
+    ),
+    responses((status = 200, body = TaskPage), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    auth: AuthUser,
+    path: Path<String>,
+    req: HttpRequest,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = path.into_inner();
+    auth.require(&user_id)?;
+    let query = ListQuery::parse(req.query_string())?;
+    let mut conn = pool.get().await?;
+    let mut rows = store::list(&mut conn, &user_id, &query).await?;
+    let more = rows.len() as i64 > query.limit;
+    rows.truncate(query.limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| store::cursor_after(&query, r).encode()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(TaskPage {
+        items: rows.iter().map(TaskRow::snapshot).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path)),
+    responses((status = 200, body = TaskSnapshot), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, id) = path.into_inner();
+    auth.require(&user_id)?;
+    let id = task_id(&id)?;
+    let mut conn = pool.get().await?;
+    let row = store::find(&mut conn, &user_id, id, false)
+        .await?
+        .ok_or(ApiError::NotFound("no such task"))?;
+    Ok(task_response(StatusCode::OK, &row))
+}
+
+async fn apply_edit(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    req: HttpRequest,
+    pool: Data<DbPool>,
+    edit: impl FnOnce() -> Result<Edit, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, id) = path.into_inner();
+    auth.require(&user_id)?;
+    let id = task_id(&id)?;
+    let precondition = Precondition::parse(header(req.headers(), "If-Match"))?;
+    let edit = edit()?;
+    let ctx = Change {
+        user_id: &user_id,
+        traceparent: traceparent(&req),
+        now: Utc::now(),
+    };
+    let row = transaction!(pool, |conn| tasks::edit(conn, &ctx, id, precondition, edit)
+        .await)?;
+    Ok(task_response(StatusCode::OK, &row))
+}
+
+#[utoipa::path(
+    patch, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    request_body = TaskPatch,
+    responses((status = 200, body = TaskSnapshot), (status = 400), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = []))
+)]
+pub async fn patch(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    req: HttpRequest,
+    body: Json<Value>,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    apply_edit(auth, path, req, pool, || {
+        Ok(Edit::Patch(parse_body(body.into_inner())?))
+    })
+    .await
+}
+
+#[utoipa::path(
+    put, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    request_body = TaskBody,
+    responses((status = 200, body = TaskSnapshot), (status = 400), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = []))
+)]
+pub async fn replace(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    req: HttpRequest,
+    body: Json<Value>,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    apply_edit(auth, path, req, pool, || {
+        Ok(Edit::Replace(TaskFields::from_body(parse_body(
+            body.into_inner(),
+        )?)?))
+    })
+    .await
+}
+
+#[utoipa::path(
+    patch, path = "/api/{user_id}/tasks/{id}/complete", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The completed task; completing twice changes nothing", body = TaskSnapshot), (status = 404), (status = 412)),
+    security(("bearer" = []))
+)]
+pub async fn complete(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    req: HttpRequest,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    apply_edit(auth, path, req, pool, || Ok(Edit::Complete)).await
+}
+
+#[utoipa::path(
+    delete, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404), (status = 412)),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    req: HttpRequest,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, id) = path.into_inner();
+    auth.require(&user_id)?;
+    let id = task_id(&id)?;
+    let precondition = Precondition::parse(header(req.headers(), "If-Match"))?;
+    let ctx = Change {
+        user_id: &user_id,
+        traceparent: traceparent(&req),
+        now: Utc::now(),
+    };
+    transaction!(pool, |conn| tasks::delete(conn, &ctx, id, precondition)
+        .await)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post, path = "/api/{user_id}/tasks/{id}/recurrence/cancel", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path)),
+    responses((status = 200, description = "The task with recurrence.active = false", body = TaskSnapshot), (status = 404), (status = 422)),
+    security(("bearer" = []))
+)]
+pub async fn cancel_recurrence(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    req: HttpRequest,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, id) = path.into_inner();
+    auth.require(&user_id)?;
+    let id = task_id(&id)?;
+    let ctx = Change {
+        user_id: &user_id,
+        traceparent: traceparent(&req),
+        now: Utc::now(),
+    };
+    let row = transaction!(pool, |conn| tasks::cancel_recurrence(conn, &ctx, id).await)?;
+    Ok(task_response(StatusCode::OK, &row))
+}

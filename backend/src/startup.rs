@@ -1,0 +1,175 @@
+//! Builds the application: pool, authenticator, relay and the HTTP server, on a port that tests
+//! can set to 0 and read back.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpResponse, HttpServer};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+
+use crate::auth::Authenticator;
+use crate::configuration::Settings;
+use crate::db::{self, DbPool};
+use crate::error::{self, ApiError, BODY_LIMIT};
+use crate::metrics::{self, Metrics};
+use crate::openapi::ApiDoc;
+use crate::outbox::EventPathHealth;
+use crate::routes::{health, tasks};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    pub pool: DbPool,
+    pub metrics: Data<Metrics>,
+    pub event_path: Data<EventPathHealth>,
+}
+
+impl Application {
+    /// Migrate the database, bind the listener and assemble the app. Nothing runs until
+    /// [`Application::run_until_stopped`].
+    pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
+        let pool = db::pool(settings.database_url.expose(), settings.db_pool_size)?;
+        let applied = db::migrate(&pool).await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrations applied");
+        }
+        let listener = TcpListener::bind(settings.http_addr)
+            .with_context(|| format!("binding {}", settings.http_addr))?;
+        let port = listener.local_addr()?.port();
+        let metrics = Data::new(Metrics::new()?);
+        let event_path = Data::new(EventPathHealth::default());
+        let auth = Data::new(Authenticator::from_settings(settings).await);
+        let server = run(
+            listener,
+            pool.clone(),
+            auth,
+            metrics.clone(),
+            event_path.clone(),
+        )?;
+        Ok(Application {
+            port,
+            server,
+            pool,
+            metrics,
+            event_path,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Give actix's own empty error responses (405, unmatched routes) the API's JSON error body.
+fn json_error_body<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .response()
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::bad_request("method_not_allowed", "method not allowed on this resource")
+        }
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such resource"),
+        _ => return Ok(ErrorHandlerResponse::Response(res.map_into_left_body())),
+    };
+    let mut response = actix_web::ResponseError::error_response(&error);
+    *response.status_mut() = status;
+    let (req, _) = res.into_parts();
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such resource"))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+fn run(
+    listener: TcpListener,
+    pool: DbPool,
+    auth: Data<Authenticator>,
+    metrics: Data<Metrics>,
+    event_path: Data<EventPathHealth>,
+) -> anyhow::Result<Server> {
+    let pool = Data::new(pool);
+    let migrations_seen = Data::new(health::MigrationsSeen::default());
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(
+                ErrorHandlers::new()
+                    .handler(StatusCode::METHOD_NOT_ALLOWED, json_error_body)
+                    .handler(StatusCode::NOT_FOUND, json_error_body),
+            )
+            .wrap(from_fn(metrics::record))
+            .wrap(TracingLogger::default())
+            .app_data(pool.clone())
+            .app_data(auth.clone())
+            .app_data(metrics.clone())
+            .app_data(event_path.clone())
+            .app_data(migrations_seen.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(BODY_LIMIT)
+                    .content_type_required(true)
+                    .content_type(|mime| {
+                        mime.subtype() == actix_web::mime::JSON
+                            || mime.suffix() == Some(actix_web::mime::JSON)
+                    })
+                    .error_handler(error::json_error),
+            )
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .route("/health", web::get().to(health::health))
+            .route("/ready", web::get().to(health::ready))
+            .route("/metrics", web::get().to(health::metrics))
+            .route("/openapi.json", web::get().to(openapi))
+            .service(
+                web::scope("/api/{user_id}/tasks")
+                    .service(
+                        web::resource("")
+                            .route(web::post().to(tasks::create))
+                            .route(web::get().to(tasks::list)),
+                    )
+                    .service(
+                        web::resource("/{id}")
+                            .route(web::get().to(tasks::get))
+                            .route(web::patch().to(tasks::patch))
+                            .route(web::put().to(tasks::replace))
+                            .route(web::delete().to(tasks::delete)),
+                    )
+                    .service(
+                        web::resource("/{id}/complete").route(web::patch().to(tasks::complete)),
+                    )
+                    .service(
+                        web::resource("/{id}/recurrence/cancel")
+                            .route(web::post().to(tasks::cancel_recurrence)),
+                    ),
+            )
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run();
+    Ok(server)
+}

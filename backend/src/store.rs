@@ -1,0 +1,259 @@
+//! SQL for tasks. Every function takes the connection (or transaction) to run on.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use shared_events::recurrence::Recurrence;
+use shared_events::{Priority, TaskSnapshot};
+use uuid::Uuid;
+
+use crate::domain::list_query::{Cursor, ListQuery, SortKey, SortValue, Status};
+use crate::schema::tasks;
+
+/// A row of `tasks`.
+#[derive(
+    Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable, AsChangeset,
+)]
+#[diesel(table_name = tasks, check_for_backend(Pg), treat_none_as_null = true)]
+pub struct TaskRow {
+    pub id: Uuid,
+    pub user_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub priority: i16,
+    pub tags: Vec<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub timezone: String,
+    pub reminder_minutes_before: Option<i32>,
+    pub recurrence: Option<serde_json::Value>,
+    pub series_id: Uuid,
+    pub occurrence: i32,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TaskRow {
+    pub fn recurrence(&self) -> Option<Recurrence> {
+        let value = self.recurrence.clone()?;
+        serde_json::from_value(value)
+            .map_err(
+                |e| tracing::error!(task = %self.id, error = %e, "stored recurrence is unreadable"),
+            )
+            .ok()
+    }
+
+    pub fn snapshot(&self) -> TaskSnapshot {
+        TaskSnapshot {
+            id: self.id,
+            user_id: self.user_id.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            completed: self.completed,
+            completed_at: self.completed_at,
+            priority: Priority::from_rank(self.priority).unwrap_or(Priority::None),
+            tags: self.tags.clone(),
+            due_at: self.due_at,
+            timezone: self.timezone.clone(),
+            reminder_minutes_before: self.reminder_minutes_before,
+            recurrence: self.recurrence(),
+            series_id: self.series_id,
+            occurrence: self.occurrence,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, row: &TaskRow) -> QueryResult<TaskRow> {
+    diesel::insert_into(tasks::table)
+        .values(row)
+        .returning(TaskRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// The user's task, optionally locked for the rest of the transaction.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    id: Uuid,
+    for_update: bool,
+) -> QueryResult<Option<TaskRow>> {
+    let query = tasks::table
+        .filter(tasks::id.eq(id))
+        .filter(tasks::user_id.eq(user_id))
+        .select(TaskRow::as_select());
+    if for_update {
+        query.for_update().first(conn).await.optional()
+    } else {
+        query.first(conn).await.optional()
+    }
+}
+
+/// Write every column of `row`.
+pub async fn save(conn: &mut AsyncPgConnection, row: &TaskRow) -> QueryResult<TaskRow> {
+    diesel::update(tasks::table.find(row.id))
+        .set(row)
+        .returning(TaskRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::delete(tasks::table.find(id)).execute(conn).await
+}
+
+/// Set `recurrence.active = false` on every still-active occurrence of the series.
+pub async fn deactivate_series(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    series_id: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<TaskRow>> {
+    diesel::sql_query(
+        "UPDATE tasks SET recurrence = jsonb_set(recurrence, '{active}', 'false'), \
+             version = version + 1, updated_at = $3 \
+         WHERE user_id = $1 AND series_id = $2 AND recurrence IS NOT NULL \
+           AND (recurrence->>'active')::boolean IS DISTINCT FROM false \
+         RETURNING *",
+    )
+    .bind::<Text, _>(user_id)
+    .bind::<SqlUuid, _>(series_id)
+    .bind::<Timestamptz, _>(now)
+    .load(conn)
+    .await
+}
+
+/// One page of the user's tasks: `limit + 1` rows, so the caller can tell whether more follow.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    q: &ListQuery,
+) -> QueryResult<Vec<TaskRow>> {
+    let mut sql = String::from("SELECT * FROM tasks WHERE user_id = $1");
+    let mut n = 1;
+    // Placeholders are numbered in the order of the binds below; keep both lists in step.
+    match q.status {
+        Status::Pending => sql.push_str(" AND NOT completed"),
+        Status::Completed => sql.push_str(" AND completed"),
+        Status::All => {}
+    }
+    if !q.priorities.is_empty() {
+        placeholder(&mut sql, &mut n, " AND priority = ANY(?)");
+    }
+    if !q.tags.is_empty() {
+        placeholder(&mut sql, &mut n, " AND tags @> ?");
+    }
+    if q.q.is_some() {
+        placeholder(
+            &mut sql,
+            &mut n,
+            " AND search @@ websearch_to_tsquery('english', ?)",
+        );
+    }
+    if q.due_before.is_some() {
+        placeholder(&mut sql, &mut n, " AND due_at < ?");
+    }
+    if q.due_after.is_some() {
+        placeholder(&mut sql, &mut n, " AND due_at > ?");
+    }
+    if q.overdue {
+        sql.push_str(" AND due_at < now() AND NOT completed");
+    }
+    let column = match q.sort.key {
+        SortKey::DueAt => "due_at",
+        SortKey::Priority => "priority",
+        SortKey::CreatedAt => "created_at",
+        SortKey::Title => "title",
+    };
+    let (dir, cmp) = if q.sort.descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    // Keyset: rows after (value, id) in ORDER BY column dir NULLS LAST, id ASC.
+    if let Some(cursor) = &q.cursor {
+        match cursor.value {
+            Some(_) => {
+                n += 1;
+                let v = n;
+                n += 1;
+                let id = n;
+                let nulls = if q.sort.key == SortKey::DueAt {
+                    " OR due_at IS NULL"
+                } else {
+                    ""
+                };
+                sql.push_str(&format!(
+                    " AND ({column} {cmp} ${v} OR ({column} = ${v} AND id > ${id}){nulls})"
+                ));
+            }
+            None => placeholder(
+                &mut sql,
+                &mut n,
+                &format!(" AND {column} IS NULL AND id > ?"),
+            ),
+        }
+    }
+    sql.push_str(&format!(" ORDER BY {column} {dir} NULLS LAST, id ASC"));
+    placeholder(&mut sql, &mut n, " LIMIT ?");
+
+    let mut query = diesel::sql_query(sql)
+        .into_boxed::<Pg>()
+        .bind::<Text, _>(user_id.to_owned());
+    if !q.priorities.is_empty() {
+        let ranks: Vec<i16> = q.priorities.iter().map(|p| p.rank()).collect();
+        query = query.bind::<Array<SmallInt>, _>(ranks);
+    }
+    if !q.tags.is_empty() {
+        query = query.bind::<Array<Text>, _>(q.tags.clone());
+    }
+    if let Some(text) = &q.q {
+        query = query.bind::<Text, _>(text.clone());
+    }
+    if let Some(t) = q.due_before {
+        query = query.bind::<Timestamptz, _>(t);
+    }
+    if let Some(t) = q.due_after {
+        query = query.bind::<Timestamptz, _>(t);
+    }
+    if let Some(Cursor { value, id, .. }) = &q.cursor {
+        query = match value {
+            Some(SortValue::Time(t)) => query.bind::<Timestamptz, _>(*t),
+            Some(SortValue::Rank(r)) => query.bind::<SmallInt, _>(*r),
+            Some(SortValue::Text(s)) => query.bind::<Text, _>(s.clone()),
+            None => query,
+        };
+        query = query.bind::<SqlUuid, _>(*id);
+    }
+    query = query.bind::<BigInt, _>(q.limit + 1);
+    query.load(conn).await
+}
+
+/// Append `fragment` with its `?` replaced by the next numbered placeholder.
+fn placeholder(sql: &mut String, n: &mut usize, fragment: &str) {
+    *n += 1;
+    sql.push_str(&fragment.replace('?', &format!("${n}")));
+}
+
+/// The cursor that continues after `row` in the query's order.
+pub fn cursor_after(q: &ListQuery, row: &TaskRow) -> Cursor {
+    let value = match q.sort.key {
+        SortKey::DueAt => row.due_at.map(SortValue::Time),
+        SortKey::CreatedAt => Some(SortValue::Time(row.created_at)),
+        SortKey::Priority => Some(SortValue::Rank(row.priority)),
+        SortKey::Title => Some(SortValue::Text(row.title.clone())),
+    };
+    Cursor {
+        sort: q.sort.key,
+        descending: q.sort.descending,
+        value,
+        id: row.id,
+    }
+}

@@ -1,0 +1,215 @@
+//! Task use cases. Each runs inside the caller's transaction, locks what it changes, bumps the
+//! version and records the event in the outbox, so a change and its event commit together.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use diesel_async::AsyncPgConnection;
+use shared_events::{Priority, TaskEventType};
+use uuid::Uuid;
+
+use crate::domain::task::{TaskFields, TaskPatch};
+use crate::error::ApiError;
+use crate::outbox;
+use crate::store::{self, TaskRow};
+
+/// What `If-Match` demands of the stored version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    Any,
+    Version(i64),
+}
+
+impl Precondition {
+    /// Parse an `If-Match` header: `3`, `"3"`, `W/"3"` or `*`.
+    pub fn parse(header: Option<&str>) -> Result<Precondition, ApiError> {
+        let Some(raw) = header.map(str::trim) else {
+            return Ok(Precondition::Any);
+        };
+        if raw == "*" {
+            return Ok(Precondition::Any);
+        }
+        let bare = raw.trim_start_matches("W/").trim_matches('"');
+        bare.parse().map(Precondition::Version).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!("If-Match {raw:?} is not a task version"),
+            )
+        })
+    }
+
+    fn check(self, current: i64) -> Result<(), ApiError> {
+        match self {
+            Precondition::Version(v) if v != current => Err(ApiError::PreconditionFailed {
+                expected: v.to_string(),
+                current,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Per-request context every change carries into its event.
+pub struct Change<'a> {
+    pub user_id: &'a str,
+    pub traceparent: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+const NOT_FOUND: ApiError = ApiError::NotFound("no such task");
+
+fn fields_of(row: &TaskRow) -> TaskFields {
+    TaskFields {
+        title: row.title.clone(),
+        description: row.description.clone(),
+        completed: row.completed,
+        priority: Priority::from_rank(row.priority).unwrap_or(Priority::None),
+        tags: row.tags.clone(),
+        due_at: row.due_at,
+        timezone: row.timezone.parse().unwrap_or(Tz::UTC),
+        reminder_minutes_before: row.reminder_minutes_before,
+        recurrence: row.recurrence(),
+    }
+}
+
+/// Copy `fields` onto `row`, keeping `completed_at` consistent with `completed`.
+fn write_fields(row: &mut TaskRow, fields: TaskFields, now: DateTime<Utc>) {
+    row.completed_at = match (row.completed, fields.completed) {
+        (false, true) => Some(now),
+        (_, false) => None,
+        (true, true) => row.completed_at,
+    };
+    row.title = fields.title;
+    row.description = fields.description;
+    row.completed = fields.completed;
+    row.priority = fields.priority.rank();
+    row.tags = fields.tags;
+    row.due_at = fields.due_at;
+    row.timezone = fields.timezone.name().to_owned();
+    row.reminder_minutes_before = fields.reminder_minutes_before;
+    row.recurrence = fields.recurrence.and_then(|r| serde_json::to_value(r).ok());
+}
+
+async fn record(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    event: TaskEventType,
+    row: &TaskRow,
+) -> Result<(), ApiError> {
+    outbox::record_task_change(conn, event, &row.snapshot(), ctx.traceparent, ctx.now).await?;
+    Ok(())
+}
+
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    fields: TaskFields,
+) -> Result<TaskRow, ApiError> {
+    let id = Uuid::now_v7();
+    let mut row = TaskRow {
+        id,
+        user_id: ctx.user_id.to_owned(),
+        title: String::new(),
+        description: None,
+        completed: false,
+        completed_at: None,
+        priority: 0,
+        tags: Vec::new(),
+        due_at: None,
+        timezone: String::new(),
+        reminder_minutes_before: None,
+        recurrence: None,
+        series_id: id,
+        occurrence: 1,
+        version: 1,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+    };
+    write_fields(&mut row, fields, ctx.now);
+    let row = store::insert(conn, &row).await?;
+    record(conn, ctx, TaskEventType::Created, &row).await?;
+    Ok(row)
+}
+
+/// How a change request describes the new state.
+pub enum Edit {
+    Replace(TaskFields),
+    Patch(TaskPatch),
+    Complete,
+}
+
+/// Apply an edit. An edit that changes nothing writes nothing and emits nothing.
+pub async fn edit(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    id: Uuid,
+    precondition: Precondition,
+    edit: Edit,
+) -> Result<TaskRow, ApiError> {
+    let mut row = store::find(conn, ctx.user_id, id, true)
+        .await?
+        .ok_or(NOT_FOUND)?;
+    precondition.check(row.version)?;
+    let current = fields_of(&row);
+    let next = match edit {
+        Edit::Replace(fields) => fields,
+        Edit::Patch(patch) => current.apply(patch)?,
+        Edit::Complete => TaskFields {
+            completed: true,
+            ..current.clone()
+        },
+    };
+    if next == current {
+        return Ok(row);
+    }
+    let event = if !current.completed && next.completed {
+        TaskEventType::Completed
+    } else {
+        TaskEventType::Updated
+    };
+    write_fields(&mut row, next, ctx.now);
+    row.version += 1;
+    row.updated_at = ctx.now;
+    let row = store::save(conn, &row).await?;
+    record(conn, ctx, event, &row).await?;
+    Ok(row)
+}
+
+pub async fn delete(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    id: Uuid,
+    precondition: Precondition,
+) -> Result<(), ApiError> {
+    let mut row = store::find(conn, ctx.user_id, id, true)
+        .await?
+        .ok_or(NOT_FOUND)?;
+    precondition.check(row.version)?;
+    store::delete(conn, id).await?;
+    // The last snapshot, as of its deletion.
+    row.version += 1;
+    row.updated_at = ctx.now;
+    record(conn, ctx, TaskEventType::Deleted, &row).await
+}
+
+/// Stop the whole series from recurring; returns the task as it is now.
+pub async fn cancel_recurrence(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    id: Uuid,
+) -> Result<TaskRow, ApiError> {
+    let row = store::find(conn, ctx.user_id, id, true)
+        .await?
+        .ok_or(NOT_FOUND)?;
+    if row.recurrence.is_none() {
+        return Err(ApiError::field("recurrence", "the task does not recur"));
+    }
+    let changed = store::deactivate_series(conn, ctx.user_id, row.series_id, ctx.now).await?;
+    let mut result = row;
+    for task in changed {
+        record(conn, ctx, TaskEventType::RecurrenceCancelled, &task).await?;
+        if task.id == id {
+            result = task;
+        }
+    }
+    Ok(result)
+}

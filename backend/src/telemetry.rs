@@ -1,0 +1,20 @@
+//! Structured logging with tracing: JSON for machines, pretty for people.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::configuration::LogFormat;
+
+/// Install the global subscriber. `RUST_LOG` filters (default `info`). Safe to call twice:
+/// the second call is a no-op, which tests rely on.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}

@@ -1,0 +1,227 @@
+//! Spawns the real application against a fresh PostgreSQL database per test.
+
+use std::time::Duration;
+
+use backend::configuration::{EventSettings, LogFormat, PublisherKind, Secret, Settings};
+use backend::db::{self, DbPool};
+use backend::startup::Application;
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use url::Url;
+use uuid::Uuid;
+
+pub const SECRET: &str = "taskflow-test-secret";
+
+/// The server named by `DATABASE_URL`; `./dev test` points it at a user with CREATEDB.
+fn admin_url() -> Url {
+    let raw = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name a PostgreSQL server where tests may create databases (./dev test sets it)");
+    Url::parse(&raw).expect("DATABASE_URL is a URL")
+}
+
+fn url_for(db: &str) -> String {
+    let mut url = admin_url();
+    url.set_path(db);
+    url.to_string()
+}
+
+async fn admin() -> AsyncPgConnection {
+    AsyncPgConnection::establish(&admin_url().to_string())
+        .await
+        .expect("connect to DATABASE_URL")
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// A migrated database that per-test databases are cloned from: one per test process.
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("tf_template_{}", std::process::id());
+            let mut conn = admin().await;
+            drop_stale(&mut conn).await;
+            diesel::sql_query(format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create template database");
+            let pool = db::pool(&url_for(&name), 1).expect("pool");
+            db::migrate(&pool).await.expect("migrate template");
+            pool.close();
+            name
+        })
+        .await
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    datname: String,
+}
+
+/// Databases left behind by earlier runs (tests do not drop theirs, so a failure can be inspected).
+async fn drop_stale(conn: &mut AsyncPgConnection) {
+    let names: Vec<Name> = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'tf\\_%' \
+         AND (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0",
+    )
+    .load(conn)
+    .await
+    .unwrap_or_default();
+    for Name { datname } in names {
+        if !datname.ends_with(&format!("_{}", std::process::id())) {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{datname}\""))
+                .execute(conn)
+                .await;
+        }
+    }
+}
+
+/// A fresh, migrated database; returns its URL.
+pub async fn fresh_database() -> String {
+    let template = template().await;
+    let name = format!("tf_{}_{}", Uuid::new_v4().simple(), std::process::id());
+    let mut conn = admin().await;
+    diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    url_for(&name)
+}
+
+pub fn settings(database_url: &str) -> Settings {
+    Settings {
+        database_url: Secret::new(database_url),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        db_pool_size: 8,
+        jwt_secret: Some(Secret::new(SECRET)),
+        jwt_jwks_url: None,
+        log_format: LogFormat::Pretty,
+        events: EventSettings {
+            relay_enabled: false,
+            publisher: PublisherKind::Kafka,
+            kafka_brokers: std::env::var("KAFKA_BROKERS")
+                .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            dapr_http_endpoint: "http://127.0.0.1:3500".into(),
+            dapr_pubsub_name: "kafka-pubsub".into(),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
+            retention: Duration::from_secs(3600),
+        },
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: DbPool,
+    pub client: reqwest::Client,
+}
+
+/// The app on a random port with its own database; the relay is off so tests see raw outbox rows.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(settings(&fresh_database().await)).await
+}
+
+pub async fn spawn_with(settings: Settings) -> TestApp {
+    let app = Application::build(&settings).await.expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let pool = app.pool.clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        pool,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    }
+}
+
+pub fn token(user: &str) -> String {
+    backend::auth::issue_token(SECRET, user, Duration::from_secs(600)).unwrap()
+}
+
+impl TestApp {
+    /// A request with a valid token for `user`.
+    pub fn as_user(&self, user: &str, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(token(user))
+    }
+
+    pub async fn create(&self, user: &str, body: Value) -> Value {
+        let res = self
+            .as_user(user, Method::POST, &format!("/api/{user}/tasks"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "create {body}");
+        res.json().await.unwrap()
+    }
+
+    pub async fn list(&self, user: &str, query: &str) -> Value {
+        let res = self
+            .as_user(user, Method::GET, &format!("/api/{user}/tasks?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "list {query}");
+        res.json().await.unwrap()
+    }
+
+    /// Outbox rows on `topic` as (event type, CloudEvent payload), in publish order.
+    pub async fn outbox(&self, topic: &str) -> Vec<(String, Value)> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            event_type: String,
+            #[diesel(sql_type = Text)]
+            payload: String,
+        }
+        let mut conn = self.pool.get().await.unwrap();
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT event_type, payload::text AS payload FROM outbox WHERE topic = $1 ORDER BY seq",
+        )
+        .bind::<Text, _>(topic)
+        .load(&mut conn)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|r| (r.event_type, serde_json::from_str(&r.payload).unwrap()))
+            .collect()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut conn = self.pool.get().await.unwrap();
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut conn)
+            .await
+            .unwrap()
+            .n
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = self.pool.get().await.unwrap();
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// The JSON error body's `error.code`, asserting the status on the way.
+pub async fn error_code(res: Response, status: u16) -> String {
+    assert_eq!(res.status(), status);
+    let body: Value = res.json().await.expect("error body is JSON");
+    body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned()
+}

@@ -1,0 +1,10 @@
+//! API integration tests: one binary, one module per endpoint group. Each test gets its own
+//! database (cloned from a migrated template) and its own port.
+
+mod auth;
+mod errors;
+mod events;
+mod health;
+mod helpers;
+mod list;
+mod tasks;

@@ -1,0 +1,437 @@
+//! Create, read, edit, complete, delete, cancel recurrence; versions, If-Match, idempotent
+//! create, and the outbox rows each change writes.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{error_code, spawn_app, TestApp};
+
+const USER: &str = "alice";
+
+async fn send(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
+    let mut req = app.as_user(USER, method, &format!("/api/{USER}/tasks{path}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap()
+}
+
+fn event_types(rows: &[(String, Value)]) -> Vec<&str> {
+    rows.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+#[tokio::test]
+async fn create_returns_201_location_and_the_full_task() {
+    let app = spawn_app().await;
+    let res = send(
+        &app,
+        Method::POST,
+        "",
+        Some(json!({
+            "title": "  Write report ",
+            "description": "quarterly",
+            "priority": "high",
+            "tags": ["work", "q4"],
+            "due_at": "2026-12-01T10:00:00+01:00",
+            "timezone": "Europe/Berlin",
+            "reminder_minutes_before": 30
+        })),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let task: Value = res.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/{USER}/tasks/{}", task["id"].as_str().unwrap())
+    );
+    assert_eq!(task["title"], "Write report");
+    assert_eq!(task["user_id"], USER);
+    assert_eq!(task["priority"], "high");
+    assert_eq!(task["tags"], json!(["work", "q4"]));
+    assert_eq!(task["due_at"], "2026-12-01T09:00:00Z");
+    assert_eq!(task["timezone"], "Europe/Berlin");
+    assert_eq!(task["reminder_minutes_before"], 30);
+    assert_eq!(task["completed"], false);
+    assert_eq!(task["completed_at"], Value::Null);
+    assert_eq!(task["recurrence"], Value::Null);
+    assert_eq!(task["series_id"], task["id"]);
+    assert_eq!(task["occurrence"], 1);
+    assert_eq!(task["version"], 1);
+    let id = task["id"].as_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+
+    let fetched: Value = send(&app, Method::GET, &format!("/{id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched, task);
+
+    let events = app.outbox("task-events").await;
+    assert_eq!(event_types(&events), vec!["com.taskflow.task.created"]);
+    let (_, ce) = &events[0];
+    assert_eq!(ce["specversion"], "1.0");
+    assert_eq!(ce["source"], "taskflow/backend");
+    assert_eq!(ce["subject"], task["id"]);
+    assert_eq!(ce["datacontenttype"], "application/json");
+    assert_eq!(ce["data"]["event_type"], "created");
+    assert_eq!(ce["data"]["task"], task);
+    assert_eq!(app.outbox("task-updates").await.len(), 1);
+}
+
+#[tokio::test]
+async fn patch_changes_only_given_fields_and_bumps_the_version() {
+    let app = spawn_app().await;
+    let task = app
+        .create(
+            USER,
+            json!({"title": "t", "description": "d", "tags": ["a"]}),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap();
+    let res = send(
+        &app,
+        Method::PATCH,
+        &format!("/{id}"),
+        Some(json!({"description": null, "priority": "urgent"})),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    let patched: Value = res.json().await.unwrap();
+    assert_eq!(patched["description"], Value::Null);
+    assert_eq!(patched["priority"], "urgent");
+    assert_eq!(patched["tags"], json!(["a"]));
+    assert_eq!(patched["version"], 2);
+
+    // The same values again change nothing and emit nothing.
+    let same: Value = send(
+        &app,
+        Method::PATCH,
+        &format!("/{id}"),
+        Some(json!({"priority": "urgent"})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(same["version"], 2);
+    assert_eq!(
+        event_types(&app.outbox("task-events").await),
+        vec!["com.taskflow.task.created", "com.taskflow.task.updated"]
+    );
+}
+
+#[tokio::test]
+async fn put_replaces_the_whole_task() {
+    let app = spawn_app().await;
+    let task = app
+        .create(
+            USER,
+            json!({"title": "t", "priority": "low", "tags": ["x"]}),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap();
+    let replaced: Value = send(
+        &app,
+        Method::PUT,
+        &format!("/{id}"),
+        Some(json!({"title": "new"})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(replaced["title"], "new");
+    assert_eq!(replaced["priority"], "none");
+    assert_eq!(replaced["tags"], json!([]));
+    assert_eq!(replaced["id"], task["id"]);
+    assert_eq!(replaced["created_at"], task["created_at"]);
+    let res = send(
+        &app,
+        Method::PUT,
+        &format!("/{id}"),
+        Some(json!({"priority": "high"})),
+    )
+    .await;
+    assert_eq!(error_code(res, 422).await, "validation_failed");
+}
+
+#[tokio::test]
+async fn completing_twice_changes_nothing_the_second_time() {
+    let app = spawn_app().await;
+    let task = app.create(USER, json!({"title": "t"})).await;
+    let id = task["id"].as_str().unwrap();
+    let first: Value = send(&app, Method::PATCH, &format!("/{id}/complete"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["completed"], true);
+    assert!(first["completed_at"].is_string());
+    assert_eq!(first["version"], 2);
+    let second: Value = send(&app, Method::PATCH, &format!("/{id}/complete"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second, first);
+    assert_eq!(
+        event_types(&app.outbox("task-events").await),
+        vec!["com.taskflow.task.created", "com.taskflow.task.completed"]
+    );
+
+    // Reopening through PATCH clears completed_at and is an update.
+    let reopened: Value = send(
+        &app,
+        Method::PATCH,
+        &format!("/{id}"),
+        Some(json!({"completed": false})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(reopened["completed_at"], Value::Null);
+    assert_eq!(
+        app.outbox("task-events").await.last().unwrap().0,
+        "com.taskflow.task.updated"
+    );
+}
+
+#[tokio::test]
+async fn delete_returns_204_then_404_and_emits_deleted() {
+    let app = spawn_app().await;
+    let task = app.create(USER, json!({"title": "t"})).await;
+    let id = task["id"].as_str().unwrap();
+    let res = send(&app, Method::DELETE, &format!("/{id}"), None).await;
+    assert_eq!(res.status(), 204);
+    let res = send(&app, Method::GET, &format!("/{id}"), None).await;
+    assert_eq!(error_code(res, 404).await, "not_found");
+    let res = send(&app, Method::DELETE, &format!("/{id}"), None).await;
+    assert_eq!(error_code(res, 404).await, "not_found");
+    let events = app.outbox("task-events").await;
+    assert_eq!(
+        event_types(&events),
+        vec!["com.taskflow.task.created", "com.taskflow.task.deleted"]
+    );
+    assert_eq!(events[1].1["data"]["task"]["version"], 2);
+}
+
+#[tokio::test]
+async fn stale_if_match_gets_412_and_changes_nothing() {
+    let app = spawn_app().await;
+    let task = app.create(USER, json!({"title": "t"})).await;
+    let id = task["id"].as_str().unwrap();
+    let path = format!("/api/{USER}/tasks/{id}");
+    let ok = app
+        .as_user(USER, Method::PATCH, &path)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"title": "v2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    for method in [Method::PATCH, Method::PUT, Method::DELETE] {
+        let res = app
+            .as_user(USER, method.clone(), &path)
+            .header("If-Match", "1")
+            .json(&json!({"title": "stale"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 412, "{method}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "version_mismatch");
+        assert_eq!(body["error"]["details"]["current_version"], 2);
+    }
+    let res = app
+        .as_user(USER, Method::PATCH, &format!("{path}/complete"))
+        .header("If-Match", "\"7\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 412);
+    let res = app
+        .as_user(USER, Method::PATCH, &path)
+        .header("If-Match", "banana")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res, 400).await, "invalid_header");
+    let current: Value = send(&app, Method::GET, &format!("/{id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["title"], "v2");
+    assert_eq!(app.outbox("task-events").await.len(), 2);
+}
+
+#[tokio::test]
+async fn idempotent_create_replays_the_first_result() {
+    let app = spawn_app().await;
+    let post = |body: Value, key: &str| {
+        app.as_user(USER, Method::POST, &format!("/api/{USER}/tasks"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let first = post(json!({"title": "once", "tags": ["a"]}), "key-1")
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    // Same body with keys in another order: same request.
+    let again = post(json!({"tags": ["a"], "title": "once"}), "key-1")
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let other = post(json!({"title": "different"}), "key-1").await.unwrap();
+    assert_eq!(error_code(other, 422).await, "validation_failed");
+    // Another key is another request.
+    assert_eq!(
+        post(json!({"title": "once", "tags": ["a"]}), "key-2")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 2);
+    assert_eq!(app.outbox("task-events").await.len(), 2);
+
+    // Concurrent duplicates create one task.
+    let results =
+        futures::future::join_all((0..8).map(|_| post(json!({"title": "race"}), "key-3"))).await;
+    let ids: std::collections::HashSet<String> = futures::future::join_all(
+        results
+            .into_iter()
+            .map(|r| async { r.unwrap().json::<Value>().await.unwrap()["id"].to_string() }),
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM tasks WHERE title = 'race'")
+            .await,
+        1
+    );
+
+    // A key older than 24 hours is forgotten.
+    app.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE idempotency_key = 'key-1'")
+        .await;
+    assert_eq!(
+        post(json!({"title": "different"}), "key-1")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn cancel_recurrence_stops_the_whole_series() {
+    let app = spawn_app().await;
+    let task = app
+        .create(
+            USER,
+            json!({"title": "standup", "due_at": "2026-12-01T09:00:00Z", "recurrence": "weekly"}),
+        )
+        .await;
+    assert_eq!(task["recurrence"]["active"], true);
+    let id = task["id"].as_str().unwrap();
+    // A second occurrence of the same series, as the recurrence worker would create it.
+    app.execute(&format!(
+        "INSERT INTO tasks (id, user_id, title, recurrence, series_id, occurrence, created_at, updated_at, due_at) \
+         SELECT gen_random_uuid(), user_id, title, recurrence, series_id, 2, now(), now(), due_at + interval '7 days' \
+         FROM tasks WHERE id = '{id}'"
+    ))
+    .await;
+    let res = send(
+        &app,
+        Method::POST,
+        &format!("/{id}/recurrence/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let cancelled: Value = res.json().await.unwrap();
+    assert_eq!(cancelled["recurrence"]["active"], false);
+    assert_eq!(cancelled["version"], 2);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM tasks WHERE (recurrence->>'active')::boolean")
+            .await,
+        0
+    );
+    let cancels = app
+        .outbox("task-events")
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "com.taskflow.task.recurrence_cancelled")
+        .count();
+    assert_eq!(cancels, 2);
+    // Cancelling again changes nothing; a task without recurrence cannot be cancelled.
+    let again: Value = send(
+        &app,
+        Method::POST,
+        &format!("/{id}/recurrence/cancel"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(again["version"], 2);
+    let plain = app.create(USER, json!({"title": "plain"})).await;
+    let res = send(
+        &app,
+        Method::POST,
+        &format!("/{}/recurrence/cancel", plain["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(error_code(res, 422).await, "validation_failed");
+}
+
+#[tokio::test]
+async fn a_failed_event_write_rolls_back_the_change() {
+    let app = spawn_app().await;
+    let task = app.create(USER, json!({"title": "keep me"})).await;
+    let id = task["id"].as_str().unwrap();
+    // Make the outbox refuse the next event; the task update in the same transaction must go too.
+    app.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'outbox down'; END $$",
+    )
+    .await;
+    app.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .await;
+    let res = send(
+        &app,
+        Method::PATCH,
+        &format!("/{id}"),
+        Some(json!({"title": "lost"})),
+    )
+    .await;
+    assert_eq!(error_code(res, 500).await, "internal");
+    let res = send(&app, Method::POST, "", Some(json!({"title": "never"}))).await;
+    assert_eq!(res.status(), 500);
+    app.execute("DROP TRIGGER refuse ON outbox").await;
+    let current: Value = send(&app, Method::GET, &format!("/{id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["title"], "keep me");
+    assert_eq!(current["version"], 1);
+    assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 1);
+    assert_eq!(app.outbox("task-events").await.len(), 1);
+}

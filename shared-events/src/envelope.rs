@@ -1,0 +1,199 @@
+//! The CloudEvents 1.0 envelope (structured JSON mode) that both publishers put on Kafka.
+//!
+//! One hand-written struct rather than `cloudevents-sdk`: the structured mode is a single JSON
+//! document, and the SDK's rdkafka binding forces a cmake build of librdkafka and its own
+//! binary-mode headers, while we need byte-identical bodies from the Kafka and Dapr paths.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::task::TaskSnapshot;
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const SOURCE: &str = "taskflow/backend";
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+/// The media type of a structured-mode CloudEvent.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+/// A CloudEvent in structured mode. `extensions` keeps attributes added on the way, such as
+/// Dapr's `topic`, `pubsubname`, `traceid` and `tracestate`, so nothing is lost on decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent<D = Value> {
+    pub specversion: String,
+    pub id: Uuid,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub subject: String,
+    pub time: DateTime<Utc>,
+    pub datacontenttype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    pub data: D,
+    #[serde(flatten)]
+    pub extensions: Map<String, Value>,
+}
+
+/// What happened to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEventType {
+    Created,
+    Updated,
+    Completed,
+    Deleted,
+    RecurrenceCancelled,
+}
+
+impl TaskEventType {
+    pub const ALL: [TaskEventType; 5] = [
+        TaskEventType::Created,
+        TaskEventType::Updated,
+        TaskEventType::Completed,
+        TaskEventType::Deleted,
+        TaskEventType::RecurrenceCancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEventType::Created => "created",
+            TaskEventType::Updated => "updated",
+            TaskEventType::Completed => "completed",
+            TaskEventType::Deleted => "deleted",
+            TaskEventType::RecurrenceCancelled => "recurrence_cancelled",
+        }
+    }
+
+    /// The CloudEvents `type`, e.g. `com.taskflow.task.completed`.
+    pub fn cloudevent_type(self) -> &'static str {
+        match self {
+            TaskEventType::Created => "com.taskflow.task.created",
+            TaskEventType::Updated => "com.taskflow.task.updated",
+            TaskEventType::Completed => "com.taskflow.task.completed",
+            TaskEventType::Deleted => "com.taskflow.task.deleted",
+            TaskEventType::RecurrenceCancelled => "com.taskflow.task.recurrence_cancelled",
+        }
+    }
+
+    pub fn from_cloudevent_type(t: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.cloudevent_type() == t)
+    }
+}
+
+pub const REMINDER_DUE_TYPE: &str = "com.taskflow.reminder.due";
+pub const TASK_CHANGED_TYPE: &str = "com.taskflow.task.changed";
+
+/// `data` of a task event on `task-events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub event_type: TaskEventType,
+    pub task_id: Uuid,
+    pub user_id: String,
+    pub series_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub task: TaskSnapshot,
+}
+
+/// `data` of a reminder on `reminders`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReminderDue {
+    pub reminder_id: Uuid,
+    pub task_id: Uuid,
+    pub user_id: String,
+    pub title: String,
+    pub due_at: DateTime<Utc>,
+    pub remind_at: DateTime<Utc>,
+}
+
+/// `data` of the small notice on `task-updates` for live clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskChanged {
+    pub event_type: TaskEventType,
+    pub task_id: Uuid,
+    pub user_id: String,
+    pub version: i64,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A decoded event `data`, chosen by the CloudEvents `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventData {
+    Task(TaskEvent),
+    Reminder(ReminderDue),
+    Changed(TaskChanged),
+}
+
+/// Why a message could not be decoded; such messages go to the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message has no payload")]
+    Empty,
+    #[error("payload is not a CloudEvent: {0}")]
+    Envelope(serde_json::Error),
+    #[error("unsupported specversion {0:?}")]
+    SpecVersion(String),
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("data does not match {event_type}: {source}")]
+    Data {
+        event_type: String,
+        source: serde_json::Error,
+    },
+}
+
+impl CloudEvent<Value> {
+    /// Parse a structured-mode CloudEvent and its typed `data`.
+    pub fn decode(payload: Option<&[u8]>) -> Result<(CloudEvent<Value>, EventData), DecodeError> {
+        let bytes = payload
+            .filter(|b| !b.is_empty())
+            .ok_or(DecodeError::Empty)?;
+        let mut event: CloudEvent<Value> =
+            serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
+        if event.specversion != SPEC_VERSION {
+            return Err(DecodeError::SpecVersion(event.specversion));
+        }
+        let data = std::mem::take(&mut event.data);
+        let typed = |source| DecodeError::Data {
+            event_type: event.event_type.clone(),
+            source,
+        };
+        let decoded = if TaskEventType::from_cloudevent_type(&event.event_type).is_some() {
+            EventData::Task(serde_json::from_value(data.clone()).map_err(typed)?)
+        } else if event.event_type == REMINDER_DUE_TYPE {
+            EventData::Reminder(serde_json::from_value(data.clone()).map_err(typed)?)
+        } else if event.event_type == TASK_CHANGED_TYPE {
+            EventData::Changed(serde_json::from_value(data.clone()).map_err(typed)?)
+        } else {
+            return Err(DecodeError::UnknownType(event.event_type));
+        };
+        event.data = data;
+        Ok((event, decoded))
+    }
+}
+
+impl<D: Serialize> CloudEvent<D> {
+    /// A new envelope with the fixed attributes filled in.
+    pub fn new(
+        id: Uuid,
+        event_type: &str,
+        subject: String,
+        time: DateTime<Utc>,
+        traceparent: Option<String>,
+        data: D,
+    ) -> Self {
+        CloudEvent {
+            specversion: SPEC_VERSION.to_owned(),
+            id,
+            source: SOURCE.to_owned(),
+            event_type: event_type.to_owned(),
+            subject,
+            time,
+            datacontenttype: DATA_CONTENT_TYPE.to_owned(),
+            traceparent,
+            data,
+            extensions: Map::new(),
+        }
+    }
+}
