@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+pub use shared_events::telemetry::LogFormat;
 
 /// A secret that never prints.
 #[derive(Clone)]
@@ -22,12 +23,6 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Pretty,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +54,8 @@ pub struct EventSettings {
     pub batch_size: i64,
     pub poll_interval: Duration,
     pub max_backoff: Duration,
+    /// How long one publish may wait for the broker or sidecar before it counts as failed.
+    pub publish_timeout: Duration,
     pub retention: Duration,
 }
 
@@ -93,11 +90,7 @@ impl Settings {
         if jwt_secret.is_none() && jwt_jwks_url.is_none() {
             bail!("set JWT_SECRET (HS256) and/or JWT_JWKS_URL (asymmetric keys)");
         }
-        let log_format = match var("LOG_FORMAT").as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("pretty") => LogFormat::Pretty,
-            Some(other) => bail!("LOG_FORMAT={other:?} is invalid: use json or pretty"),
-        };
+        let log_format = LogFormat::from_env().map_err(anyhow::Error::msg)?;
         let publisher = match var("EVENT_PUBLISHER").as_deref() {
             None | Some("kafka") => PublisherKind::Kafka,
             Some("dapr") => PublisherKind::Dapr,
@@ -125,6 +118,7 @@ impl Settings {
                 batch_size: parsed("OUTBOX_BATCH_SIZE", 500i64)?.clamp(1, 10_000),
                 poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", 1_000)?,
                 max_backoff: millis("OUTBOX_MAX_BACKOFF_MS", 30_000)?,
+                publish_timeout: millis("PUBLISH_TIMEOUT_MS", 10_000)?,
                 retention: Duration::from_secs(parsed("OUTBOX_RETENTION_HOURS", 72u64)? * 3600),
             },
         })

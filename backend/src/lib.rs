@@ -14,4 +14,3 @@ pub mod schema;
 pub mod startup;
 pub mod store;
 pub mod tasks;
-pub mod telemetry;

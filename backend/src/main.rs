@@ -3,7 +3,8 @@ use std::time::Duration;
 use anyhow::Context;
 use backend::configuration::Settings;
 use backend::startup::Application;
-use backend::{auth, db, telemetry};
+use backend::{auth, db};
+use shared_events::telemetry;
 
 const USAGE: &str = "usage: backend [serve | migrate | topics | token USER_ID [TTL_SECONDS]]";
 
@@ -19,6 +20,22 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::pool(settings.database_url.expose(), 1)?;
             let applied = db::migrate(&pool).await?;
             println!("{applied} migration(s) applied");
+            Ok(())
+        }
+        ["topics"] => {
+            let replication = std::env::var("KAFKA_REPLICATION_FACTOR")
+                .ok()
+                .map(|v| v.parse::<i32>())
+                .transpose()
+                .context("KAFKA_REPLICATION_FACTOR must be a whole number")?
+                .unwrap_or(1);
+            shared_events::admin::ensure_topics(
+                &settings.events.kafka_brokers,
+                &shared_events::topics::TOPICS,
+                replication,
+            )
+            .await?;
+            println!("topics ready on {}", settings.events.kafka_brokers);
             Ok(())
         }
         ["token", user, rest @ ..] => {

@@ -2,6 +2,8 @@
 //! can set to 0 and read back.
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
@@ -9,21 +11,25 @@ use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
 use anyhow::Context;
+use shared_events::publisher::{DaprPublisher, KafkaPublisher, Publisher};
+use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 
 use crate::auth::Authenticator;
-use crate::configuration::Settings;
+use crate::configuration::{EventSettings, PublisherKind, Settings};
 use crate::db::{self, DbPool};
 use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
+use crate::outbox::relay::Relay;
 use crate::outbox::EventPathHealth;
 use crate::routes::{health, tasks};
 
 pub struct Application {
     port: u16,
     server: Server,
+    relay: Option<Relay>,
     pub pool: DbPool,
     pub metrics: Data<Metrics>,
     pub event_path: Data<EventPathHealth>,
@@ -44,6 +50,18 @@ impl Application {
         let metrics = Data::new(Metrics::new()?);
         let event_path = Data::new(EventPathHealth::default());
         let auth = Data::new(Authenticator::from_settings(settings).await);
+        let relay = if settings.events.relay_enabled {
+            Some(Relay::new(
+                pool.clone(),
+                settings.database_url.expose().to_owned(),
+                publisher(&settings.events).await?,
+                settings.events.clone(),
+                metrics.clone().into_inner(),
+                event_path.clone().into_inner(),
+            ))
+        } else {
+            None
+        };
         let server = run(
             listener,
             pool.clone(),
@@ -54,6 +72,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            relay,
             pool,
             metrics,
             event_path,
@@ -64,9 +83,41 @@ impl Application {
         self.port
     }
 
+    /// Serve until the server stops (SIGTERM or Ctrl-C), then stop the relay.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let (stop, stopped) = watch::channel(false);
+        let relay = self.relay.map(|relay| tokio::spawn(relay.run(stopped)));
+        let served = self.server.await;
+        let _ = stop.send(true);
+        if let Some(relay) = relay {
+            if tokio::time::timeout(Duration::from_secs(10), relay)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the outbox relay did not stop within 10 s");
+            }
+        }
+        served
     }
+}
+
+/// The configured publisher; the Dapr one first waits for its sidecar.
+async fn publisher(settings: &EventSettings) -> anyhow::Result<Arc<dyn Publisher>> {
+    Ok(match settings.publisher {
+        PublisherKind::Kafka => Arc::new(
+            KafkaPublisher::new(&settings.kafka_brokers, settings.publish_timeout)
+                .context("creating the Kafka producer")?,
+        ),
+        PublisherKind::Dapr => {
+            let dapr = DaprPublisher::new(&settings.dapr_http_endpoint, &settings.dapr_pubsub_name)
+                .context("creating the Dapr client")?;
+            // Serving before the sidecar can publish only fills the outbox; wait a while for it.
+            if let Err(e) = dapr.wait_until_ready(settings.publish_timeout).await {
+                tracing::warn!(error = %e, "Dapr sidecar not ready; events wait in the outbox");
+            }
+            Arc::new(dapr)
+        }
+    })
 }
 
 /// Give actix's own empty error responses (405, unmatched routes) the API's JSON error body.

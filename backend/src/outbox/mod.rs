@@ -1,6 +1,8 @@
 //! The transactional outbox: events are written in the transaction of the change they describe
 //! and published afterwards by the [`relay`].
 
+pub mod relay;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};

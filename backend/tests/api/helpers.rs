@@ -110,6 +110,7 @@ pub fn settings(database_url: &str) -> Settings {
             batch_size: 500,
             poll_interval: Duration::from_millis(200),
             max_backoff: Duration::from_secs(2),
+            publish_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(3600),
         },
     }
@@ -162,6 +163,12 @@ impl TestApp {
             .unwrap();
         assert_eq!(res.status(), 201, "create {body}");
         res.json().await.unwrap()
+    }
+
+    /// A request without any `Authorization` header.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
     }
 
     pub async fn list(&self, user: &str, query: &str) -> Value {
@@ -224,4 +231,52 @@ pub async fn error_code(res: Response, status: u16) -> String {
         .as_str()
         .expect("error.code")
         .to_owned()
+}
+
+/// The whole error body, asserting the status, the JSON content type and the
+/// `{"error": {"code", "message", "details"}}` shape (and nothing else at the top level).
+pub async fn error_body(res: Response, status: u16) -> Value {
+    let url = res.url().clone();
+    assert_eq!(res.status(), status, "{url}");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{url}: error content type"
+    );
+    let body: Value = res.json().await.expect("error body is JSON");
+    assert_error_shape(&body);
+    body
+}
+
+/// `{"error": {"code": "...", "message": "...", "details": {...}}}` and nothing more.
+pub fn assert_error_shape(body: &Value) {
+    let top = body.as_object().expect("error body is an object");
+    assert_eq!(top.len(), 1, "only `error` at the top level: {body}");
+    let error = body["error"].as_object().expect("error is an object");
+    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "details", "message"], "{body}");
+    assert!(
+        !body["error"]["code"].as_str().unwrap().is_empty(),
+        "{body}"
+    );
+    assert!(
+        !body["error"]["message"].as_str().unwrap().is_empty(),
+        "{body}"
+    );
+    assert!(body["error"]["details"].is_object(), "{body}");
+}
+
+/// The ids of a list page's items, in order.
+pub fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect()
 }

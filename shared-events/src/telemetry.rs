@@ -2,7 +2,24 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::configuration::LogFormat;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT`: json (default) or pretty.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("LOG_FORMAT").ok().as_deref().map(str::trim) {
+            None | Some("") | Some("json") => Ok(LogFormat::Json),
+            Some("pretty") => Ok(LogFormat::Pretty),
+            Some(other) => Err(format!(
+                "LOG_FORMAT={other:?} is invalid: use json or pretty"
+            )),
+        }
+    }
+}
 
 /// Install the global subscriber. `RUST_LOG` filters (default `info`). Safe to call twice:
 /// the second call is a no-op, which tests rely on.

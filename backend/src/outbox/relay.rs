@@ -1,0 +1,339 @@
+//! Publishes outbox rows. Safe with many replicas: one relay at a time holds the publishing
+//! lock (a transaction-scoped advisory lock), claims rows in `seq` order with
+//! `FOR UPDATE SKIP LOCKED`, publishes each key's rows in order and stops a key at its first
+//! failure, so a later event never overtakes an earlier one of the same task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::StreamExt;
+use shared_events::publisher::{Outbound, PublishError, Publisher};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::EventPathHealth;
+use crate::configuration::EventSettings;
+use crate::db::DbPool;
+use crate::metrics::Metrics;
+
+/// Arbitrary but fixed: the advisory lock key that makes one relay the publisher.
+const RELAY_LOCK: i64 = 0x7461_736b_666c_6f77; // "taskflow"
+
+#[derive(Debug, QueryableByName)]
+struct Pending {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Text)]
+    message_key: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Text)]
+    payload: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    traceparent: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+#[derive(QueryableByName)]
+struct Backlog {
+    #[diesel(sql_type = BigInt)]
+    pending: i64,
+    #[diesel(sql_type = Double)]
+    oldest_seconds: f64,
+}
+
+/// What one pass over a batch achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub claimed: usize,
+    pub published: usize,
+    /// Another relay holds the publishing lock.
+    pub standby: bool,
+    pub failure: Option<String>,
+}
+
+pub struct Relay {
+    pool: DbPool,
+    database_url: String,
+    publisher: Arc<dyn Publisher>,
+    settings: EventSettings,
+    metrics: Arc<Metrics>,
+    health: Arc<EventPathHealth>,
+}
+
+impl Relay {
+    pub fn new(
+        pool: DbPool,
+        database_url: String,
+        publisher: Arc<dyn Publisher>,
+        settings: EventSettings,
+        metrics: Arc<Metrics>,
+        health: Arc<EventPathHealth>,
+    ) -> Self {
+        Relay {
+            pool,
+            database_url,
+            publisher,
+            settings,
+            metrics,
+            health,
+        }
+    }
+
+    /// Claim, publish and mark one batch, all in one transaction.
+    pub async fn publish_batch(&self) -> anyhow::Result<Pass> {
+        let mut conn = self.pool.get().await?;
+        let conn: &mut AsyncPgConnection = &mut conn;
+        let batch_size = self.settings.batch_size;
+        let publisher = self.publisher.clone();
+        let metrics = self.metrics.clone();
+        conn.transaction::<_, anyhow::Error, _>(async |conn| {
+            let Locked { locked } = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+                .bind::<BigInt, _>(RELAY_LOCK)
+                .get_result(conn)
+                .await?;
+            if !locked {
+                return Ok(Pass { standby: true, ..Pass::default() });
+            }
+            let rows: Vec<Pending> = diesel::sql_query(
+                "SELECT id, topic, message_key, event_type, payload::text AS payload, payload->>'traceparent' AS traceparent FROM outbox \
+                 WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<BigInt, _>(batch_size)
+            .load(conn)
+            .await?;
+            let claimed = rows.len();
+            let outcome = publish_in_key_order(publisher.as_ref(), &rows).await;
+            for row in rows.iter().filter(|r| outcome.sent.contains(&r.id)) {
+                metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
+            }
+            if !outcome.sent.is_empty() {
+                diesel::sql_query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+                    .bind::<diesel::sql_types::Array<SqlUuid>, _>(&outcome.sent)
+                    .execute(conn)
+                    .await?;
+            }
+            for (row, error) in &outcome.failed {
+                metrics.outbox_publish_failures.with_label_values(&[row.topic.as_str()]).inc();
+                diesel::sql_query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                    .bind::<SqlUuid, _>(row.id)
+                    .bind::<Text, _>(error.to_string())
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(Pass {
+                claimed,
+                published: outcome.sent.len(),
+                standby: false,
+                failure: outcome.failed.iter().next().map(|(_, e)| e.to_string()),
+            })
+        })
+        .await
+    }
+
+    /// Publish until the outbox is empty, a publish fails, or another relay has the lock.
+    pub async fn drain(&self) -> anyhow::Result<Pass> {
+        let mut total = Pass::default();
+        loop {
+            let pass = self.publish_batch().await?;
+            total.claimed += pass.claimed;
+            total.published += pass.published;
+            total.standby = pass.standby;
+            if pass.failure.is_some()
+                || pass.standby
+                || (pass.claimed as i64) < self.settings.batch_size
+            {
+                total.failure = pass.failure;
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn refresh_backlog(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.get().await?;
+        let backlog: Backlog = diesel::sql_query(
+            "SELECT count(*) AS pending, \
+                    coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds \
+             FROM outbox WHERE sent_at IS NULL",
+        )
+        .get_result(&mut conn)
+        .await?;
+        self.metrics.outbox_pending.set(backlog.pending);
+        self.metrics
+            .outbox_oldest_age_seconds
+            .set(backlog.oldest_seconds as i64);
+        Ok(())
+    }
+
+    async fn prune(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.get().await?;
+        let hours = (self.settings.retention.as_secs() / 3600).max(1) as i64;
+        let pruned = diesel::sql_query(
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => $1::int)",
+        )
+        .bind::<BigInt, _>(hours)
+        .execute(&mut conn)
+        .await?;
+        let keys = crate::idempotency::prune(&mut conn).await?;
+        if pruned + keys > 0 {
+            tracing::info!(outbox_rows = pruned, idempotency_keys = keys, "pruned");
+        }
+        Ok(())
+    }
+
+    /// A connection that hears `NOTIFY outbox`; None when LISTEN is not possible (polling still works).
+    async fn listener(&self) -> Option<AsyncPgConnection> {
+        let mut conn = AsyncPgConnection::establish(&self.database_url)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "outbox LISTEN connection failed; polling"))
+            .ok()?;
+        diesel::sql_query("LISTEN outbox")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "LISTEN outbox failed; polling"))
+            .ok()?;
+        Some(conn)
+    }
+
+    /// Run until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(publisher = self.publisher.name(), "outbox relay started");
+        let mut listener = self.listener().await;
+        let mut failures: u32 = 0;
+        let mut last_prune = Instant::now() - Duration::from_secs(3600);
+        loop {
+            let wait = if failures == 0 {
+                self.settings.poll_interval
+            } else {
+                backoff(failures, self.settings.max_backoff)
+            };
+            {
+                // Woken by a commit that wrote events, by the poll interval, or by shutdown.
+                let notified = async {
+                    match listener.as_mut() {
+                        Some(conn) => {
+                            let mut stream = std::pin::pin!(conn.notifications_stream());
+                            matches!(stream.next().await, Some(Ok(_)))
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    _ = tokio::time::sleep(wait) => {}
+                    alive = notified, if failures == 0 => if !alive { listener = None; },
+                }
+            }
+            if listener.is_none() {
+                listener = self.listener().await;
+            }
+            match self.drain().await {
+                Ok(Pass { failure: None, .. }) => {
+                    if failures > 0 {
+                        tracing::info!("event path recovered");
+                    }
+                    failures = 0;
+                    self.health.healthy();
+                }
+                Ok(Pass {
+                    failure: Some(reason),
+                    ..
+                }) => {
+                    failures += 1;
+                    tracing::warn!(%reason, failures, "publishing failed; events wait in the outbox");
+                    self.health.degraded(format!("publish failing: {reason}"));
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "outbox relay pass failed");
+                    self.health.degraded(format!("outbox relay: {e}"));
+                }
+            }
+            if let Err(e) = self.refresh_backlog().await {
+                tracing::debug!(error = %e, "outbox backlog query failed");
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = Instant::now();
+                if let Err(e) = self.prune().await {
+                    tracing::warn!(error = %e, "pruning failed");
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+}
+
+/// Capped exponential backoff: 100 ms, 200 ms, 400 ms ... up to `max`.
+fn backoff(failures: u32, max: Duration) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(16).saturating_sub(1))).min(max)
+}
+
+struct Outcome<'a> {
+    sent: Vec<Uuid>,
+    failed: Vec<(&'a Pending, PublishError)>,
+}
+
+/// Publish each key's rows one after another (keys run concurrently); a key stops at its first
+/// failure so its later rows stay pending behind it.
+async fn publish_in_key_order<'a>(publisher: &dyn Publisher, rows: &'a [Pending]) -> Outcome<'a> {
+    let mut by_key: HashMap<&str, Vec<&Pending>> = HashMap::new();
+    for row in rows {
+        by_key
+            .entry(row.message_key.as_str())
+            .or_default()
+            .push(row);
+    }
+    let chains = by_key.into_values().map(|chain| async move {
+        let mut sent = Vec::with_capacity(chain.len());
+        for row in chain {
+            let id = row.id.to_string();
+            let message = Outbound {
+                topic: &row.topic,
+                key: &row.message_key,
+                payload: row.payload.as_bytes(),
+                id: &id,
+                event_type: &row.event_type,
+                traceparent: row.traceparent.as_deref(),
+            };
+            if let Err(e) = publisher.publish(message).await {
+                return (sent, Some((row, e)));
+            }
+            sent.push(row.id);
+        }
+        (sent, None)
+    });
+    let mut outcome = Outcome {
+        sent: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (sent, failed) in futures::future::join_all(chains).await {
+        outcome.sent.extend(sent);
+        outcome.failed.extend(failed);
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_secs(30);
+        assert_eq!(backoff(1, max), Duration::from_millis(100));
+        assert_eq!(backoff(2, max), Duration::from_millis(200));
+        assert_eq!(backoff(5, max), Duration::from_millis(1600));
+        assert_eq!(backoff(40, max), max);
+    }
+}

@@ -1,0 +1,241 @@
+//! The publisher seam (the Dapr pub/sub adapter): one trait, two implementations that put the
+//! same CloudEvent on the same topic and partition.
+//! - [`KafkaPublisher`]: librdkafka, idempotent, with Sarama's (Dapr's) key placement.
+//! - [`DaprPublisher`]: the sidecar's HTTP publish API.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use reqwest::StatusCode;
+
+use crate::envelope::CLOUDEVENTS_JSON;
+
+/// One message to publish: a structured CloudEvent and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    pub topic: &'a str,
+    /// The partition key: a task's series id.
+    pub key: &'a str,
+    /// The CloudEvent JSON.
+    pub payload: &'a [u8],
+    /// CloudEvents `id` and `type`, repeated as headers for tools that do not parse the body.
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub traceparent: Option<&'a str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Worth retrying: broker or sidecar unavailable, timeouts, 5xx.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Retrying will not help until someone changes configuration (Dapr 403/404).
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+/// Where events go. Implementations must be safe to call concurrently.
+pub trait Publisher: Send + Sync {
+    /// Publish one message; Ok only once the broker (or sidecar) has accepted it.
+    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>>;
+
+    /// Whether the path to the broker works right now.
+    fn check(&self) -> BoxFuture<'_, Result<(), PublishError>>;
+
+    /// A short name for logs and metrics.
+    fn name(&self) -> &'static str;
+}
+
+/// Settings every rdkafka client here shares.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "taskflow")
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// The CloudEvents headers that accompany each message.
+pub fn headers(message: &Outbound<'_>) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "ce_id",
+            value: Some(message.id),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some(message.event_type),
+        });
+    if let Some(tp) = message.traceparent {
+        headers = headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp),
+        });
+    }
+    headers
+}
+
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+}
+
+impl KafkaPublisher {
+    /// An idempotent producer (acks=all, no duplicates or reordering from its own retries) whose
+    /// `fnv1a_random` partitioner places a key where Dapr's Sarama producer would.
+    /// `message_timeout` bounds how long one publish may wait for an unreachable broker.
+    pub fn new(brokers: &str, message_timeout: Duration) -> Result<Self, KafkaError> {
+        let producer = client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("partitioner", "fnv1a_random")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().to_string(),
+            )
+            .create()?;
+        Ok(KafkaPublisher { producer })
+    }
+
+    /// Wait for messages still queued in librdkafka (used on shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "flushing the Kafka producer failed");
+        }
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            let record = FutureRecord::to(message.topic)
+                .key(message.key)
+                .payload(message.payload)
+                .headers(headers(&message));
+            self.producer
+                .send(record, Duration::from_secs(5))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| PublishError::Unavailable(format!("kafka: {e}")))
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async move {
+            let producer = self.producer.clone();
+            tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(3))
+                    .map(|_| ())
+                    .map_err(|e| PublishError::Unavailable(format!("kafka: {e}")))
+            })
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+}
+
+pub struct DaprPublisher {
+    client: reqwest::Client,
+    endpoint: String,
+    pubsub: String,
+}
+
+impl DaprPublisher {
+    /// `endpoint` is the sidecar's HTTP address, e.g. `http://127.0.0.1:3500`.
+    pub fn new(endpoint: &str, pubsub: &str) -> Result<Self, reqwest::Error> {
+        Ok(DaprPublisher {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            pubsub: pubsub.to_owned(),
+        })
+    }
+
+    /// Poll `/v1.0/healthz/outbound` until the sidecar can publish or `timeout` passes.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), PublishError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.check().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+}
+
+impl Publisher for DaprPublisher {
+    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            let url = format!(
+                "{}/v1.0/publish/{}/{}",
+                self.endpoint, self.pubsub, message.topic
+            );
+            // metadata.X other than Dapr's own keys become Kafka headers, so the headers match
+            // what the native path sets.
+            let mut query = vec![
+                ("metadata.partitionKey", message.key),
+                ("metadata.ce_id", message.id),
+                ("metadata.ce_type", message.event_type),
+            ];
+            if let Some(tp) = message.traceparent {
+                query.push(("metadata.traceparent", tp));
+            }
+            let response = self
+                .client
+                .post(&url)
+                .query(&query)
+                .header(reqwest::header::CONTENT_TYPE, CLOUDEVENTS_JSON)
+                .body(message.payload.to_vec())
+                .send()
+                .await
+                .map_err(|e| PublishError::Unavailable(format!("dapr sidecar: {e}")))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = response.text().await.unwrap_or_default();
+            let detail = format!(
+                "dapr publish to {} returned {status}: {body}",
+                message.topic
+            );
+            match status {
+                StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                    Err(PublishError::Misconfigured(detail))
+                }
+                _ => Err(PublishError::Unavailable(detail)),
+            }
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async move {
+            let url = format!("{}/v1.0/healthz/outbound", self.endpoint);
+            match self.client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(PublishError::Unavailable(format!(
+                    "dapr sidecar outbound health: {}",
+                    r.status()
+                ))),
+                Err(e) => Err(PublishError::Unavailable(format!("dapr sidecar: {e}"))),
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "dapr"
+    }
+}
