@@ -120,7 +120,7 @@ pub struct TaskChanged {
 /// A decoded event `data`, chosen by the CloudEvents `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventData {
-    Task(TaskEvent),
+    Task(Box<TaskEvent>),
     Reminder(ReminderDue),
     Changed(TaskChanged),
 }
@@ -160,7 +160,9 @@ impl CloudEvent<Value> {
             source,
         };
         let decoded = if TaskEventType::from_cloudevent_type(&event.event_type).is_some() {
-            EventData::Task(serde_json::from_value(data.clone()).map_err(typed)?)
+            EventData::Task(Box::new(
+                serde_json::from_value(data.clone()).map_err(typed)?,
+            ))
         } else if event.event_type == REMINDER_DUE_TYPE {
             EventData::Reminder(serde_json::from_value(data.clone()).map_err(typed)?)
         } else if event.event_type == TASK_CHANGED_TYPE {

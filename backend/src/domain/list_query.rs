@@ -84,7 +84,7 @@ impl Cursor {
             (SortKey::DueAt, None | Some(SortValue::Time(_))) => true,
             (SortKey::CreatedAt, Some(SortValue::Time(_))) => true,
             (SortKey::Priority, Some(SortValue::Rank(_))) => true,
-            (SortKey::Title, Some(SortValue::Text(_))) => true,
+            (SortKey::Title, Some(SortValue::Text(t))) => !t.contains('\0'),
             _ => false,
         };
         fits.then_some(cursor)
@@ -132,6 +132,10 @@ impl ListQuery {
         };
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let value = value.trim();
+            // PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query.
+            if value.contains('\0') {
+                return Err(invalid(&name, "must not contain NUL characters"));
+            }
             match name.as_ref() {
                 "status" => {
                     q.status = match value {
@@ -239,6 +243,8 @@ mod tests {
             "cursor=%%%",
             "cursor=bm9wZQ",
             "tag=",
+            "tag=a%00",
+            "q=%00",
             "page=2",
         ] {
             let err = ListQuery::parse(bad).unwrap_err().to_string();
@@ -265,5 +271,12 @@ mod tests {
         assert!(
             ListQuery::parse(&format!("sort=-priority&cursor={}", wrong_type.encode())).is_err()
         );
+        let nul = Cursor {
+            sort: SortKey::Title,
+            descending: false,
+            value: Some(SortValue::Text("a\0b".into())),
+            id: Uuid::now_v7(),
+        };
+        assert!(ListQuery::parse(&format!("sort=title&cursor={}", nul.encode())).is_err());
     }
 }

@@ -128,7 +128,17 @@ impl Problems {
     }
 }
 
+/// PostgreSQL text (and JSONB) cannot store U+0000; refuse it as a field problem.
+fn no_nul(raw: &str) -> Result<(), String> {
+    if raw.contains('\0') {
+        Err("must not contain NUL (U+0000) characters".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
 fn title(raw: &str) -> Result<String, String> {
+    no_nul(raw)?;
     let title = raw.trim();
     let len = title.chars().count();
     if len == 0 || len > TITLE_MAX {
@@ -140,6 +150,7 @@ fn title(raw: &str) -> Result<String, String> {
 }
 
 fn description(raw: String) -> Result<Option<String>, String> {
+    no_nul(&raw)?;
     let len = raw.chars().count();
     if len > DESCRIPTION_MAX {
         return Err(format!(
@@ -158,6 +169,7 @@ fn priority(raw: &str) -> Result<Priority, String> {
 fn tags(raw: Vec<String>) -> Result<Vec<String>, String> {
     let mut tags: Vec<String> = Vec::with_capacity(raw.len());
     for tag in raw {
+        no_nul(&tag).map_err(|e| format!("each tag {e}"))?;
         let tag = tag.trim();
         let len = tag.chars().count();
         if len == 0 || len > TAG_MAX {
@@ -250,19 +262,17 @@ impl TaskFields {
         let recurrence = body
             .recurrence
             .and_then(|v| p.check("recurrence", recurrence_input(v)));
-        let (Some(title), Some(priority), Some(tags), Some(tz)) = (title, priority, tags, tz)
-        else {
-            return Err(ApiError::Validation(p.0));
-        };
+        // A field that failed stands in with its default so the checks across fields still run
+        // and every problem is named at once; `finish` refuses the draft when any was found.
         let draft = Draft {
             fields: TaskFields {
-                title,
+                title: title.unwrap_or_default(),
                 description,
                 completed: body.completed.unwrap_or(false),
-                priority,
-                tags,
+                priority: priority.unwrap_or(Priority::None),
+                tags: tags.unwrap_or_default(),
                 due_at,
-                timezone: tz,
+                timezone: tz.unwrap_or(Tz::UTC),
                 reminder_minutes_before: reminder,
                 recurrence: None,
             },
@@ -340,7 +350,9 @@ struct Draft {
 impl Draft {
     fn finish(mut self, mut p: Problems) -> Result<TaskFields, ApiError> {
         let f = &mut self.fields;
-        if f.reminder_minutes_before.is_some() && f.due_at.is_none() {
+        // An unreadable due_at is its own problem, not also the reminder's.
+        if f.reminder_minutes_before.is_some() && f.due_at.is_none() && !p.0.contains_key("due_at")
+        {
             p.add("reminder_minutes_before", "needs due_at");
         }
         let local_due = f.due_at.map(|d| d.with_timezone(&f.timezone));
@@ -415,6 +427,25 @@ mod tests {
             assert!(errors.contains_key(field), "{field} missing in {errors:?}");
         }
         assert!(errors["timezone"].contains("Mars/Olympus"));
+    }
+
+    #[test]
+    fn nul_characters_are_field_problems() {
+        let errors = problems(TaskFields::from_body(body(json!({
+            "title": "a\u{0}", "description": "\u{0}", "tags": ["ok", "b\u{0}"]
+        }))));
+        for field in ["title", "description", "tags"] {
+            assert!(errors[field].contains("NUL"), "{field}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn reminder_without_due_at_is_named_next_to_other_problems() {
+        let errors = problems(TaskFields::from_body(body(json!({
+            "title": "", "reminder_minutes_before": 5
+        }))));
+        assert_eq!(errors["reminder_minutes_before"], "needs due_at");
+        assert!(errors.contains_key("title"));
     }
 
     #[test]

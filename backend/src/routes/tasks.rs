@@ -29,13 +29,28 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// A request header's value. One that is present but not visible ASCII is refused, so that a
+/// garbled `If-Match` or `Idempotency-Key` is never mistaken for an absent one.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_header",
+                    format!("the {name} header must be visible ASCII"),
+                )
+            })
+        })
+        .transpose()
 }
 
-/// W3C trace context, passed into the events this request causes.
+/// W3C trace context, passed into the events this request causes; a malformed one is ignored.
 fn traceparent(req: &HttpRequest) -> Option<&str> {
-    header(req.headers(), "traceparent").filter(|t| t.len() == 55 && t.is_ascii())
+    header(req.headers(), "traceparent")
+        .ok()
+        .flatten()
+        .filter(|t| t.len() == 55 && t.is_ascii())
 }
 
 fn task_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -43,6 +58,13 @@ fn task_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    // serde would also read a struct from an array (fields by position): only objects are bodies.
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_value(value).map_err(|e| {
         ApiError::bad_request("invalid_body", format!("the body has the wrong shape: {e}"))
     })
@@ -96,7 +118,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.into_inner();
     auth.require(&user_id)?;
-    let key = header(req.headers(), "Idempotency-Key")
+    let key = header(req.headers(), "Idempotency-Key")?
         .map(|h| IdempotencyKey::parse(h, &body))
         .transpose()?;
     let fields = TaskFields::from_body(parse_body::<TaskBody>(body.into_inner())?)?;
@@ -234,7 +256,7 @@ async fn apply_edit(
     let (user_id, id) = path.into_inner();
     auth.require(&user_id)?;
     let id = task_id(&id)?;
-    let precondition = Precondition::parse(header(req.headers(), "If-Match"))?;
+    let precondition = Precondition::parse(header(req.headers(), "If-Match")?)?;
     let edit = edit()?;
     let ctx = Change {
         user_id: &user_id,
@@ -250,7 +272,10 @@ async fn apply_edit(
     patch, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskPatch,
-    responses((status = 200, body = TaskSnapshot), (status = 400), (status = 404), (status = 412), (status = 422)),
+    responses(
+        (status = 200, body = TaskSnapshot), (status = 400), (status = 401), (status = 403),
+        (status = 404), (status = 412), (status = 413), (status = 415), (status = 422),
+    ),
     security(("bearer" = []))
 )]
 pub async fn patch(
@@ -270,7 +295,10 @@ pub async fn patch(
     put, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskBody,
-    responses((status = 200, body = TaskSnapshot), (status = 400), (status = 404), (status = 412), (status = 422)),
+    responses(
+        (status = 200, body = TaskSnapshot), (status = 400), (status = 401), (status = 403),
+        (status = 404), (status = 412), (status = 413), (status = 415), (status = 422),
+    ),
     security(("bearer" = []))
 )]
 pub async fn replace(
@@ -291,7 +319,10 @@ pub async fn replace(
 #[utoipa::path(
     patch, path = "/api/{user_id}/tasks/{id}/complete", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The completed task; completing twice changes nothing", body = TaskSnapshot), (status = 404), (status = 412)),
+    responses(
+        (status = 200, description = "The completed task; completing twice changes nothing", body = TaskSnapshot),
+        (status = 401), (status = 403), (status = 404), (status = 412),
+    ),
     security(("bearer" = []))
 )]
 pub async fn complete(
@@ -306,7 +337,7 @@ pub async fn complete(
 #[utoipa::path(
     delete, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404), (status = 412)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412)),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -318,7 +349,7 @@ pub async fn delete(
     let (user_id, id) = path.into_inner();
     auth.require(&user_id)?;
     let id = task_id(&id)?;
-    let precondition = Precondition::parse(header(req.headers(), "If-Match"))?;
+    let precondition = Precondition::parse(header(req.headers(), "If-Match")?)?;
     let ctx = Change {
         user_id: &user_id,
         traceparent: traceparent(&req),
@@ -332,7 +363,10 @@ pub async fn delete(
 #[utoipa::path(
     post, path = "/api/{user_id}/tasks/{id}/recurrence/cancel", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
-    responses((status = 200, description = "The task with recurrence.active = false", body = TaskSnapshot), (status = 404), (status = 422)),
+    responses(
+        (status = 200, description = "The task with recurrence.active = false", body = TaskSnapshot),
+        (status = 401), (status = 403), (status = 404), (status = 422),
+    ),
     security(("bearer" = []))
 )]
 pub async fn cancel_recurrence(

@@ -296,7 +296,7 @@ async fn another_users_task_id_is_404_like_a_missing_one() {
     let bobs = app
         .create(
             "bob",
-            json!({"title": "bob's", "due_at": "2026-12-01T09:00:00Z", "recurrence": "daily"}),
+            json!({"title": "bob's", "due_at": "2026-12-01T09:00:00Z", "recurrence": "weekly"}),
         )
         .await;
     let bobs_id = bobs["id"].as_str().unwrap();

@@ -48,13 +48,8 @@ async fn unchanged(app: &TestApp, id: &str, before: &Value) {
         .unwrap();
     assert_eq!(&now, before);
     assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 1);
-    assert_eq!(
-        app.count(
-            "SELECT count(*) AS n FROM outbox WHERE event_type <> 'com.taskflow.task.created'"
-        )
-        .await,
-        0
-    );
+    // The create's two rows (task-events and task-updates) and nothing since.
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);
 }
 
 #[tokio::test]
@@ -256,7 +251,7 @@ async fn semantic_problems_are_422_with_a_message_per_field() {
         "priority": "critical",
         "timezone": "Mars/Olympus",
         "reminder_minutes_before": 15,
-        "recurrence": {"rule": "FREQ=FORTNIGHTLY"},
+        "recurrence": {"rule": "FREQ=FORTNIGHTLY", "anchor": "due"},
     });
     for (method, path) in writes(&id).into_iter() {
         let res = app
@@ -331,7 +326,7 @@ async fn semantic_problems_are_422_with_a_message_per_field() {
             "reminder_minutes_before",
         ),
         (
-            json!({"title": "t", "due_at": "2026-12-01T09:00:00Z", "recurrence": {"rule": "FREQ=SOMETIMES"}}),
+            json!({"title": "t", "due_at": "2026-12-01T09:00:00Z", "recurrence": {"rule": "FREQ=SOMETIMES", "anchor": "due"}}),
             "recurrence",
         ),
         (
@@ -454,9 +449,6 @@ async fn a_wrong_method_is_json_405() {
             Method::DELETE,
             format!("/api/{USER}/tasks/{id}/recurrence/cancel"),
         ),
-        (Method::POST, "/health".to_owned()),
-        (Method::DELETE, "/metrics".to_owned()),
-        (Method::PUT, "/openapi.json".to_owned()),
     ] {
         let res = app
             .as_user(USER, method.clone(), &path)
@@ -573,4 +565,43 @@ async fn garbage_bodies_never_give_a_5xx() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn garbled_if_match_and_idempotency_key_headers_are_400() {
+    let app = spawn_app().await;
+    let (id, before) = task(&app).await;
+    let garbled = reqwest::header::HeaderValue::from_bytes(b"\"1\xff\"").unwrap();
+    let path = format!("/api/{USER}/tasks/{id}");
+    for (method, path) in [
+        (Method::PATCH, path.clone()),
+        (Method::PUT, path.clone()),
+        (Method::DELETE, path.clone()),
+        (Method::PATCH, format!("{path}/complete")),
+    ] {
+        let res = app
+            .as_user(USER, method.clone(), &path)
+            .header("If-Match", garbled.clone())
+            .json(&json!({"title": "changed"}))
+            .send()
+            .await
+            .unwrap();
+        let err = error_body(res, 400).await;
+        assert_eq!(err["error"]["code"], "invalid_header", "{method} {path}");
+    }
+    for key in [&b"k\xffy"[..], &b"\x80"[..]] {
+        let res = app
+            .as_user(USER, Method::POST, &format!("/api/{USER}/tasks"))
+            .header(
+                "Idempotency-Key",
+                reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .json(&json!({"title": "new"}))
+            .send()
+            .await
+            .unwrap();
+        let err = error_body(res, 400).await;
+        assert_eq!(err["error"]["code"], "invalid_header");
+    }
+    unchanged(&app, &id, &before).await;
 }

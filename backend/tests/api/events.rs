@@ -1,1 +1,490 @@
-//! placeholder
+//! Events reach Kafka from the outbox: exactly one per change, in order per task, through either
+//! publisher, across broker and sidecar outages, with several relays at once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use backend::configuration::PublisherKind;
+use rdkafka::mocking::MockCluster;
+use reqwest::Method;
+use serde_json::{json, Value};
+use shared_events::publisher::{DaprPublisher, KafkaPublisher, Outbound, PublishError, Publisher};
+
+use crate::helpers::{fresh_database, settings, spawn_with, TestApp};
+use crate::kafka::{read, sarama_partition, topics, Received, TestSidecar};
+
+const USER: &str = "bob";
+/// How long the expected messages may take to arrive.
+const ARRIVAL: Duration = Duration::from_secs(60);
+
+async fn relaying_app(
+    database_url: &str,
+    publisher: PublisherKind,
+    brokers: &str,
+    dapr: Option<&str>,
+) -> TestApp {
+    let mut s = settings(database_url);
+    s.events.relay_enabled = true;
+    s.events.publisher = publisher;
+    s.events.kafka_brokers = brokers.to_owned();
+    s.events.poll_interval = Duration::from_millis(200);
+    s.events.publish_timeout = Duration::from_secs(2);
+    s.events.max_backoff = Duration::from_millis(500);
+    if let Some(endpoint) = dapr {
+        s.events.dapr_http_endpoint = endpoint.to_owned();
+    }
+    spawn_with(s).await
+}
+
+fn task_id(r: &Received) -> String {
+    r.body["data"]["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn patch(app: &TestApp, id: &str, path: &str, body: Value) -> reqwest::Response {
+    app.as_user(
+        USER,
+        Method::PATCH,
+        &format!("/api/{USER}/tasks/{id}{path}"),
+    )
+    .json(&body)
+    .send()
+    .await
+    .unwrap()
+}
+
+/// Wait until the outbox has nothing left to publish.
+async fn drained(app: &TestApp) {
+    for _ in 0..300 {
+        if app
+            .count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .await
+            == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the outbox never drained");
+}
+
+async fn ready_status(app: &TestApp) -> Value {
+    app.client
+        .get(format!("{}/ready", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Poll until `/ready` reports the event path degraded.
+async fn degraded(app: &TestApp) -> Value {
+    for _ in 0..100 {
+        let body = ready_status(app).await;
+        if body["status"] == "degraded" {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/ready never reported the event path degraded");
+}
+
+/// Every message's id is distinct and, per key, task versions only go up.
+fn assert_once_and_in_order(messages: &[Received]) {
+    let ids: HashSet<&str> = messages
+        .iter()
+        .map(|m| m.body["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), messages.len(), "an event arrived twice");
+    let mut last: HashMap<(&str, i32), (i64, i64)> = HashMap::new();
+    for m in messages {
+        let version = m.body["data"]["task"]["version"].as_i64().unwrap();
+        if let Some((offset, previous)) =
+            last.insert((m.key.as_str(), m.partition), (m.offset, version))
+        {
+            assert!(m.offset > offset, "offsets go forward");
+            assert!(
+                version > previous,
+                "key {} went from version {previous} to {version}",
+                m.key
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_change_yields_one_event_in_order_with_the_envelope() {
+    let brokers = topics().await;
+    let app = relaying_app(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &brokers,
+        None,
+    )
+    .await;
+    let a = app.create(USER, json!({"title": "a"})).await;
+    let b = app.create(USER, json!({"title": "b"})).await;
+    let c = app
+        .create(
+            USER,
+            json!({"title": "c", "due_at": "2026-12-01T09:00:00Z", "recurrence": "weekly"}),
+        )
+        .await;
+    let (a_id, b_id, c_id) = (
+        a["id"].as_str().unwrap(),
+        b["id"].as_str().unwrap(),
+        c["id"].as_str().unwrap(),
+    );
+    assert_eq!(
+        patch(&app, a_id, "", json!({"title": "a2"})).await.status(),
+        200
+    );
+    assert_eq!(
+        patch(&app, a_id, "/complete", json!({})).await.status(),
+        200
+    );
+    assert_eq!(
+        patch(&app, a_id, "/complete", json!({})).await.status(),
+        200
+    ); // no change, no event
+    assert_eq!(
+        patch(&app, b_id, "", json!({"priority": "high"}))
+            .await
+            .status(),
+        200
+    );
+    // A rejected change (stale If-Match) writes nothing.
+    let stale = app
+        .as_user(USER, Method::PATCH, &format!("/api/{USER}/tasks/{b_id}"))
+        .header("If-Match", "1")
+        .json(&json!({"title": "stale"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let cancel = app
+        .as_user(
+            USER,
+            Method::POST,
+            &format!("/api/{USER}/tasks/{c_id}/recurrence/cancel"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let delete = app
+        .as_user(USER, Method::DELETE, &format!("/api/{USER}/tasks/{a_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 204);
+
+    let ours: HashSet<String> = [a_id, b_id, c_id].iter().map(|s| s.to_string()).collect();
+    let events = read(&brokers, "task-events", 8, ARRIVAL, |r| {
+        ours.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!(events.len(), 8, "exactly one event per change");
+    let types = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| task_id(e) == id)
+            .map(|e| {
+                e.body["type"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("com.taskflow.task.")
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(types(a_id), ["created", "updated", "completed", "deleted"]);
+    assert_eq!(types(b_id), ["created", "updated"]);
+    assert_eq!(types(c_id), ["created", "recurrence_cancelled"]);
+    assert_once_and_in_order(&events);
+    for e in &events {
+        let body = &e.body;
+        assert_eq!(body["specversion"], "1.0");
+        assert_eq!(body["source"], "taskflow/backend");
+        assert_eq!(body["subject"], body["data"]["task_id"]);
+        assert_eq!(body["datacontenttype"], "application/json");
+        assert!(body["time"].is_string());
+        assert_eq!(e.key, body["data"]["series_id"].as_str().unwrap());
+        assert_eq!(
+            e.partition,
+            sarama_partition(&e.key, 3),
+            "Dapr's placement for {}",
+            e.key
+        );
+        assert_eq!(e.headers["ce_id"], body["id"].as_str().unwrap());
+        assert_eq!(e.headers["ce_type"], body["type"].as_str().unwrap());
+        assert_eq!(
+            uuid::Uuid::parse_str(body["id"].as_str().unwrap())
+                .unwrap()
+                .get_version_num(),
+            7
+        );
+    }
+    let notices = read(&brokers, "task-updates", 8, ARRIVAL, |r| {
+        ours.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!(notices.len(), 8);
+    assert!(notices
+        .iter()
+        .all(|n| n.body["type"] == "com.taskflow.task.changed"));
+    drained(&app).await;
+}
+
+#[tokio::test]
+async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
+    let brokers = topics().await;
+    let app = spawn_with(settings(&fresh_database().await)).await;
+    let sidecar = TestSidecar::start(&brokers, "kafka-pubsub").await;
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let task = app
+            .create(USER, json!({"title": format!("same {i}")}))
+            .await;
+        keys.push(task["id"].as_str().unwrap().to_owned());
+    }
+    let rows = app.outbox("task-events").await;
+    let kafka = KafkaPublisher::new(&brokers, Duration::from_secs(10)).unwrap();
+    let dapr = DaprPublisher::new(&sidecar.endpoint, "kafka-pubsub").unwrap();
+    dapr.wait_until_ready(Duration::from_secs(5)).await.unwrap();
+    for (event_type, payload) in &rows {
+        let bytes = serde_json::to_vec(payload).unwrap();
+        let message = Outbound {
+            topic: "task-events",
+            key: payload["data"]["series_id"].as_str().unwrap(),
+            payload: &bytes,
+            id: payload["id"].as_str().unwrap(),
+            event_type,
+            traceparent: None,
+        };
+        kafka.publish(message).await.unwrap();
+        dapr.publish(message).await.unwrap();
+    }
+    let ours: HashSet<String> = keys.iter().cloned().collect();
+    let got = read(&brokers, "task-events", 12, ARRIVAL, |r| {
+        ours.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!(got.len(), 12);
+    for key in &keys {
+        let pair: Vec<&Received> = got.iter().filter(|r| &r.key == key).collect();
+        assert_eq!(pair.len(), 2, "one message per path for {key}");
+        let (native, via_dapr) = if pair[0].body.get("pubsubname").is_none() {
+            (pair[0], pair[1])
+        } else {
+            (pair[1], pair[0])
+        };
+        assert_eq!(
+            native.partition, via_dapr.partition,
+            "same partition for {key}"
+        );
+        assert_eq!(native.partition, sarama_partition(key, 3));
+        assert_eq!(native.headers.get("ce_id"), via_dapr.headers.get("ce_id"));
+        assert_eq!(
+            native.headers.get("ce_type"),
+            via_dapr.headers.get("ce_type")
+        );
+        let mut stripped = via_dapr.body.as_object().unwrap().clone();
+        assert_eq!(stripped["pubsubname"], "kafka-pubsub");
+        assert_eq!(stripped["topic"], "task-events");
+        for dapr_only in [
+            "topic",
+            "pubsubname",
+            "traceid",
+            "traceparent",
+            "tracestate",
+        ] {
+            stripped.remove(dapr_only);
+        }
+        assert_eq!(
+            Value::Object(stripped),
+            native.body,
+            "the same CloudEvent apart from Dapr's extensions"
+        );
+    }
+    // A pub/sub the sidecar does not know is a configuration error, not something to retry.
+    let unknown = DaprPublisher::new(&sidecar.endpoint, "no-such-pubsub").unwrap();
+    let err = unknown
+        .publish(Outbound {
+            topic: "task-events",
+            key: "k",
+            payload: b"{}",
+            id: "x",
+            event_type: "t",
+            traceparent: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::Misconfigured(_)), "{err}");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
+    let brokers = topics().await;
+    let sidecar = TestSidecar::start(&brokers, "kafka-pubsub").await;
+    sidecar
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let app = relaying_app(
+        &fresh_database().await,
+        PublisherKind::Dapr,
+        &brokers,
+        Some(&sidecar.endpoint),
+    )
+    .await;
+    let mut ids = HashSet::new();
+    for i in 0..40 {
+        let task = app
+            .create(USER, json!({"title": format!("dapr {i}")}))
+            .await;
+        ids.insert(task["id"].as_str().unwrap().to_owned());
+    }
+    let status = degraded(&app).await;
+    assert!(
+        status["checks"]["event_path"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{status}"
+    );
+    // The backlog gauge catches up on the relay's next pass.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("outbox_pending 80") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("outbox_pending 80"),
+        "backlog gauge: {metrics}"
+    );
+    assert!(metrics.contains("outbox_oldest_pending_age_seconds"));
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .await,
+        80
+    );
+
+    sidecar
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let events = read(&brokers, "task-events", 40, ARRIVAL, |r| {
+        ids.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!(events.len(), 40);
+    assert_once_and_in_order(&events);
+    assert!(events
+        .iter()
+        .all(|e| e.body["pubsubname"] == "kafka-pubsub"));
+    drained(&app).await;
+    assert_eq!(ready_status(&app).await["status"], "ok");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn two_relays_publish_each_row_once() {
+    let brokers = topics().await;
+    let database = fresh_database().await;
+    let first = relaying_app(&database, PublisherKind::Kafka, &brokers, None).await;
+    let second = relaying_app(&database, PublisherKind::Kafka, &brokers, None).await;
+    let mut ids = HashSet::new();
+    for i in 0..100 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let task = app
+            .create(USER, json!({"title": format!("twice {i}")}))
+            .await;
+        let id = task["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            patch(app, &id, "", json!({"priority": "low"}))
+                .await
+                .status(),
+            200
+        );
+        ids.insert(id);
+    }
+    let events = read(&brokers, "task-events", 200, ARRIVAL, |r| {
+        ids.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!(events.len(), 200);
+    assert_once_and_in_order(&events);
+    drained(&first).await;
+}
+
+/// librdkafka's mock cluster keeps its data across `broker_down`/`broker_up`, which Tansu's
+/// memory engine cannot.
+#[tokio::test]
+async fn broker_outage_while_500_events_are_written_loses_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("task-events", 3, 1).unwrap();
+    cluster.create_topic("task-updates", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let app = relaying_app(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &brokers,
+        None,
+    )
+    .await;
+    cluster.broker_down(1).unwrap();
+
+    // 100 tasks, each created and then changed four times: 500 events, 5 per key.
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let task = app
+            .create(USER, json!({"title": format!("outage {i}")}))
+            .await;
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    for round in 0..4 {
+        let edits = ids
+            .iter()
+            .map(|id| patch(&app, id, "", json!({"title": format!("round {round}")})));
+        for res in futures::future::join_all(edits).await {
+            assert_eq!(res.status(), 200);
+        }
+    }
+    degraded(&app).await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM outbox WHERE topic = 'task-events' AND sent_at IS NULL"
+        )
+        .await,
+        500
+    );
+
+    cluster.broker_up(1).unwrap();
+    let events = read(&brokers, "task-events", 500, ARRIVAL, |_| true).await;
+    assert_eq!(events.len(), 500);
+    assert_once_and_in_order(&events);
+    let per_task = events
+        .iter()
+        .fold(HashMap::<String, usize>::new(), |mut m, e| {
+            *m.entry(task_id(e)).or_default() += 1;
+            m
+        });
+    assert_eq!(per_task.len(), 100);
+    assert!(per_task.values().all(|&n| n == 5));
+    drained(&app).await;
+}

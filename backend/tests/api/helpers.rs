@@ -72,7 +72,13 @@ async fn drop_stale(conn: &mut AsyncPgConnection) {
     .await
     .unwrap_or_default();
     for Name { datname } in names {
-        if !datname.ends_with(&format!("_{}", std::process::id())) {
+        // Names end in the pid of the test process that made them; another run may be going on
+        // right now (its template has no connections between clones), so keep a live process's.
+        let owner_alive = datname
+            .rsplit_once('_')
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !owner_alive {
             let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{datname}\""))
                 .execute(conn)
                 .await;

@@ -6,5 +6,6 @@ mod errors;
 mod events;
 mod health;
 mod helpers;
+mod kafka;
 mod list;
 mod tasks;

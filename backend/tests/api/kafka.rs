@@ -1,0 +1,277 @@
+//! Kafka test support: topics on the test broker, reading back what was published, and a
+//! test Dapr sidecar that speaks Dapr's publish contract and forwards to the broker.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::{self, Bytes, Data, Path, Query};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::Message;
+use serde_json::Value;
+use shared_events::topics::TOPICS;
+use tokio::sync::OnceCell;
+
+/// The broker `./dev test` started (Tansu), from `KAFKA_BROKERS`.
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+static TOPICS_READY: OnceCell<()> = OnceCell::const_new();
+
+/// Create the system's topics on the test broker once per test process.
+pub async fn topics() -> String {
+    let brokers = brokers();
+    TOPICS_READY
+        .get_or_init(|| async {
+            shared_events::admin::ensure_topics(&brokers, &TOPICS, 1)
+                .await
+                .expect("topics on the test broker (is KAFKA_BROKERS reachable?)");
+        })
+        .await;
+    brokers
+}
+
+/// A message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub body: Value,
+    pub headers: HashMap<String, String>,
+}
+
+/// How long to keep reading after the expected messages arrived, to catch extras.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// Read `topic` from the beginning until `want` messages pass `keep` (or `timeout` passes),
+/// then a little longer, so that duplicates show up in the result.
+pub async fn read(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    keep: impl Fn(&Received) -> bool,
+) -> Vec<Received> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut found = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut settling = false;
+    loop {
+        if !settling && found.len() >= want {
+            settling = true;
+            deadline = tokio::time::Instant::now() + QUIET;
+        }
+        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Ok(Ok(m)) => m,
+        };
+        let received = Received {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            body: serde_json::from_slice(message.payload().unwrap_or_default())
+                .unwrap_or(Value::Null),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if keep(&received) {
+            found.push(received);
+        }
+    }
+    found
+}
+
+/// Sarama's hash partitioner, which Dapr's Kafka component uses: FNV-1a 32-bit of the key,
+/// as int32, modulo the partition count, negated when negative.
+pub fn sarama_partition(key: &str, partitions: i32) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in key.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    let p = (hash as i32) % partitions;
+    if p < 0 {
+        -p
+    } else {
+        p
+    }
+}
+
+/// A stand-in for the Dapr sidecar's HTTP API as documented (publish and outbound health),
+/// forwarding to a real broker the way Dapr's Kafka component does.
+pub struct TestSidecar {
+    pub endpoint: String,
+    /// While set, publish and health answer 500 (a sidecar whose broker is away).
+    pub failing: Arc<AtomicBool>,
+    server: actix_web::dev::ServerHandle,
+}
+
+struct SidecarState {
+    pubsub: String,
+    producer: FutureProducer,
+    failing: Arc<AtomicBool>,
+}
+
+async fn outbound_health(state: Data<SidecarState>) -> HttpResponse {
+    if state.failing.load(Ordering::SeqCst) {
+        HttpResponse::InternalServerError().finish()
+    } else {
+        HttpResponse::NoContent().finish()
+    }
+}
+
+async fn publish(
+    state: Data<SidecarState>,
+    path: Path<(String, String)>,
+    query: Query<HashMap<String, String>>,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    let (pubsub, topic) = path.into_inner();
+    if pubsub != state.pubsub {
+        return HttpResponse::NotFound()
+            .json(serde_json::json!({"errorCode": "ERR_PUBSUB_NOT_FOUND", "message": format!("pubsub {pubsub} not found")}));
+    }
+    if state.failing.load(Ordering::SeqCst) {
+        return HttpResponse::InternalServerError()
+            .json(serde_json::json!({"errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE", "message": "broker unavailable"}));
+    }
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/cloudevents+json" {
+        return HttpResponse::BadRequest().body("this test sidecar only takes CloudEvents");
+    }
+    let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(&body) else {
+        return HttpResponse::BadRequest()
+            .json(serde_json::json!({"errorCode": "ERR_PUBSUB_CLOUD_EVENTS_SER"}));
+    };
+    // What Dapr adds to an app's own CloudEvent: its routing and tracing extension attributes.
+    let traceparent = event
+        .get("traceparent")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned());
+    event.insert("topic".into(), Value::String(topic.clone()));
+    event.insert("pubsubname".into(), Value::String(pubsub));
+    event.insert("traceid".into(), Value::String(traceparent.clone()));
+    event.insert("traceparent".into(), Value::String(traceparent));
+    event.insert("tracestate".into(), Value::String(String::new()));
+    let payload = serde_json::to_vec(&event).unwrap();
+    let key = query.get("metadata.partitionKey").cloned();
+    let mut headers = OwnedHeaders::new();
+    for (name, value) in query.iter() {
+        if let Some(h) = name.strip_prefix("metadata.") {
+            if h != "partitionKey" {
+                headers = headers.insert(Header {
+                    key: h,
+                    value: Some(value.as_str()),
+                });
+            }
+        }
+    }
+    let partitions = match state
+        .producer
+        .client()
+        .fetch_metadata(Some(&topic), Duration::from_secs(5))
+    {
+        Ok(m) => m
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0) as i32,
+        Err(_) => 0,
+    };
+    if partitions == 0 {
+        return HttpResponse::NotFound()
+            .json(serde_json::json!({"errorCode": "ERR_TOPIC_NOT_FOUND"}));
+    }
+    let mut record = FutureRecord::<str, [u8]>::to(&topic)
+        .payload(&payload)
+        .headers(headers);
+    if let Some(key) = &key {
+        record = record.key(key).partition(sarama_partition(key, partitions));
+    }
+    match state.producer.send(record, Duration::from_secs(5)).await {
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err((e, _)) => HttpResponse::InternalServerError()
+            .json(serde_json::json!({"errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE", "message": e.to_string()})),
+    }
+}
+
+impl TestSidecar {
+    pub async fn start(brokers: &str, pubsub: &str) -> TestSidecar {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .create()
+            .expect("sidecar producer");
+        let failing = Arc::new(AtomicBool::new(false));
+        let state = Data::new(SidecarState {
+            pubsub: pubsub.to_owned(),
+            producer,
+            failing: failing.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/v1.0/healthz/outbound", web::get().to(outbound_health))
+                .route("/v1.0/publish/{pubsub}/{topic}", web::post().to(publish))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind sidecar");
+        let endpoint = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        TestSidecar {
+            endpoint,
+            failing,
+            server: handle,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.server.stop(false).await;
+    }
+}
+
+#[test]
+fn sarama_placement_matches_the_observed_tansu_placement() {
+    // kafka-outbox.md: fnv1a_random placed key0..key5 on 0,2,1,0,1,0 of a 3-partition topic.
+    let placed: Vec<i32> = (0..6)
+        .map(|i| sarama_partition(&format!("key{i}"), 3))
+        .collect();
+    assert_eq!(placed, vec![0, 2, 1, 0, 1, 0]);
+}
