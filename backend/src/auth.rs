@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
 use actix_web::{FromRequest, HttpRequest};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{
@@ -58,8 +60,15 @@ impl RemoteKeys {
     async fn key(&self, kid: &str) -> Option<DecodingKey> {
         let lookup = |set: &JwkSet| {
             set.find(kid)
-                // Symmetric keys from a JWKS would let anyone holding the public set mint tokens.
-                .filter(|jwk| !matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)))
+                .filter(|jwk| match &jwk.algorithm {
+                    // Symmetric keys from a JWKS would let anyone holding the public set mint tokens.
+                    AlgorithmParameters::OctetKey(_) => false,
+                    // jsonwebtoken slices the first 32 bytes when verifying: a shorter `x` panics.
+                    AlgorithmParameters::OctetKeyPair(okp) => URL_SAFE_NO_PAD
+                        .decode(okp.x.trim_end_matches('='))
+                        .is_ok_and(|x| x.len() == 32),
+                    _ => true,
+                })
                 .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
         };
         let stale = {

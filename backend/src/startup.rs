@@ -191,10 +191,11 @@ fn run(
             )
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .route("/health", web::get().to(health::health))
-            .route("/ready", web::get().to(health::ready))
-            .route("/metrics", web::get().to(health::metrics))
-            .route("/openapi.json", web::get().to(openapi))
+            // Resources, not bare routes, so a wrong method is 405 rather than 404.
+            .service(web::resource("/health").route(web::get().to(health::health)))
+            .service(web::resource("/ready").route(web::get().to(health::ready)))
+            .service(web::resource("/metrics").route(web::get().to(health::metrics)))
+            .service(web::resource("/openapi.json").route(web::get().to(openapi)))
             .service(
                 web::scope("/api/{user_id}/tasks")
                     .service(

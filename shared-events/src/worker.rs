@@ -32,9 +32,16 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 impl WorkerSettings {
-    /// `DATABASE_URL`, `KAFKA_BROKERS`, `HTTP_ADDR`, `DB_POOL_SIZE`, `KAFKA_ASSIGNMENT_STRATEGY`.
+    /// `DATABASE_URL`, `KAFKA_BROKERS`, `HTTP_ADDR`, `DB_POOL_SIZE`, `KAFKA_ASSIGNMENT_STRATEGY`,
+    /// and two knobs that let several copies share one broker (tests, side-by-side environments):
+    /// - `KAFKA_TOPIC_PREFIX` (default empty) is put in front of every topic the worker subscribes
+    ///   to, e.g. `t1.` makes it read `t1.task-events`; dead letters go to that topic's `.dlq`
+    ///   (`t1.task-events.dlq`), which must exist like the topic itself.
+    /// - `KAFKA_GROUP_ID` (default `group`, the worker's fixed consumer group) is the group id.
     pub fn from_env(group: &str, topics: &[&str], default_port: u16) -> anyhow::Result<Self> {
         let strategy = env_or("KAFKA_ASSIGNMENT_STRATEGY", "cooperative-sticky");
+        let prefix = std::env::var("KAFKA_TOPIC_PREFIX").unwrap_or_default();
+        let prefix = prefix.trim();
         if !["range", "roundrobin", "cooperative-sticky"].contains(&strategy.as_str()) {
             anyhow::bail!("KAFKA_ASSIGNMENT_STRATEGY={strategy:?} is invalid: use range, roundrobin or cooperative-sticky");
         }
@@ -51,8 +58,8 @@ impl WorkerSettings {
                 .context("DB_POOL_SIZE")?,
             consumer: ConsumerSettings {
                 brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
-                group_id: group.to_owned(),
-                topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+                group_id: env_or("KAFKA_GROUP_ID", group),
+                topics: topics.iter().map(|t| format!("{prefix}{t}")).collect(),
                 assignment_strategy: strategy,
                 max_backoff: Duration::from_secs(30),
             },

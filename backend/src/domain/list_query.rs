@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::Priority;
 use uuid::Uuid;
@@ -79,10 +79,12 @@ impl Cursor {
     fn decode(raw: &str) -> Option<Cursor> {
         let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).ok()?;
         let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
-        // The value's type must fit the sort key, or the SQL bind would be wrong.
+        // The value's type must fit the sort key, or the SQL bind would be wrong; a time must
+        // be one PostgreSQL can hold (4713 BC to 294276 AD), a text one without NUL.
+        let storable = |t: &DateTime<Utc>| (-4712..=294_275).contains(&t.year());
         let fits = match (&cursor.sort, &cursor.value) {
-            (SortKey::DueAt, None | Some(SortValue::Time(_))) => true,
-            (SortKey::CreatedAt, Some(SortValue::Time(_))) => true,
+            (SortKey::DueAt, None) => true,
+            (SortKey::DueAt | SortKey::CreatedAt, Some(SortValue::Time(t))) => storable(t),
             (SortKey::Priority, Some(SortValue::Rank(_))) => true,
             (SortKey::Title, Some(SortValue::Text(t))) => !t.contains('\0'),
             _ => false,
@@ -278,5 +280,22 @@ mod tests {
             id: Uuid::now_v7(),
         };
         assert!(ListQuery::parse(&format!("sort=title&cursor={}", nul.encode())).is_err());
+        let time = |raw: &str| Cursor {
+            sort: SortKey::DueAt,
+            descending: false,
+            value: Some(SortValue::Time(raw.parse().unwrap())),
+            id: Uuid::now_v7(),
+        };
+        // A due date of 0000-01-01T00:00:00+14:00 is -0001-12-31T10:00:00Z in UTC: still a cursor.
+        assert!(ListQuery::parse(&format!(
+            "cursor={}",
+            time("-0001-12-31T10:00:00Z").encode()
+        ))
+        .is_ok());
+        assert!(ListQuery::parse(&format!(
+            "cursor={}",
+            time("-5000-01-01T00:00:00Z").encode()
+        ))
+        .is_err());
     }
 }

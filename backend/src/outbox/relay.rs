@@ -136,7 +136,7 @@ impl Relay {
                 claimed,
                 published: outcome.sent.len(),
                 standby: false,
-                failure: outcome.failed.iter().next().map(|(_, e)| e.to_string()),
+                failure: <[_]>::first(&outcome.failed).map(|(_, e)| e.to_string()),
             })
         })
         .await

@@ -389,6 +389,8 @@ fn serve_jwks(jwks: Value) -> String {
 async fn eddsa_tokens_from_a_jwks_are_checked_by_key_id() {
     let url = serve_jwks(json!({"keys": [
         {"kty": "OKP", "crv": "Ed25519", "kid": "test-key", "alg": "EdDSA", "use": "sig", "x": ED_PUBLIC_X},
+        // A malformed Ed25519 key (16 bytes instead of 32) must not break verification.
+        {"kty": "OKP", "crv": "Ed25519", "kid": "short", "alg": "EdDSA", "x": URL_SAFE_NO_PAD.encode([7u8; 16])},
         // A symmetric key in the public set must never be usable.
         {"kty": "oct", "kid": "shared", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode("public-secret")},
     ]}));
@@ -427,6 +429,17 @@ async fn eddsa_tokens_from_a_jwks_are_checked_by_key_id() {
             .unwrap()
             .contains("rotated-away"),
         "{body}"
+    );
+    let short = ed_token(ED_PRIVATE_PKCS8_HEX, Some("short"), &claims(USER, 600));
+    assert_unauthorized(
+        list_with(&app, &format!("Bearer {short}")).await,
+        "short key",
+    )
+    .await;
+    // The server is still answering after that.
+    assert_eq!(
+        list_with(&app, &format!("Bearer {good}")).await.status(),
+        200
     );
     let no_kid = ed_token(ED_PRIVATE_PKCS8_HEX, None, &claims(USER, 600));
     assert_unauthorized(list_with(&app, &format!("Bearer {no_kid}")).await, "no kid").await;

@@ -449,6 +449,10 @@ async fn a_wrong_method_is_json_405() {
             Method::DELETE,
             format!("/api/{USER}/tasks/{id}/recurrence/cancel"),
         ),
+        (Method::POST, "/health".to_owned()),
+        (Method::DELETE, "/ready".to_owned()),
+        (Method::PUT, "/metrics".to_owned()),
+        (Method::POST, "/openapi.json".to_owned()),
     ] {
         let res = app
             .as_user(USER, method.clone(), &path)

@@ -488,3 +488,57 @@ async fn broker_outage_while_500_events_are_written_loses_nothing() {
     assert!(per_task.values().all(|&n| n == 5));
     drained(&app).await;
 }
+
+#[tokio::test]
+async fn topics_with_fewer_partitions_than_configured_fail_loudly() {
+    use shared_events::admin::{ensure_topics, TopicError};
+    use shared_events::topics::TopicSpec;
+    let brokers = topics().await;
+    // Leaked: TopicSpec names are 'static, like the real topic list.
+    let name: &'static str =
+        Box::leak(format!("short-{}", uuid::Uuid::new_v4().simple()).into_boxed_str());
+    ensure_topics(
+        &brokers,
+        &[TopicSpec {
+            name,
+            partitions: 1,
+        }],
+        1,
+    )
+    .await
+    .unwrap();
+    // Re-running with the same count is fine (idempotent) ...
+    ensure_topics(
+        &brokers,
+        &[TopicSpec {
+            name,
+            partitions: 1,
+        }],
+        1,
+    )
+    .await
+    .unwrap();
+    // ... asking for more than exist is an error that names the topic.
+    let err = ensure_topics(
+        &brokers,
+        &[TopicSpec {
+            name,
+            partitions: 3,
+        }],
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TopicError::TooFewPartitions {
+                actual: 1,
+                wanted: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(name));
+}

@@ -67,6 +67,32 @@ async fn ready_is_503_while_the_database_is_unreachable() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
     ))
     .await;
+    // pg_terminate_backend only signals: wait until the backends have actually gone.
+    let mut gone = false;
+    for _ in 0..500 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let left = {
+            use diesel_async::RunQueryDsl;
+            let mut conn = outside.get().await.unwrap();
+            diesel::sql_query(format!(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{db}'"
+            ))
+            .get_result::<Count>(&mut conn)
+            .await
+            .unwrap()
+            .n
+        };
+        if left == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(gone, "the app's connections were not terminated");
     let res = get(&app, "/ready").await;
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();

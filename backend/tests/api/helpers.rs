@@ -30,7 +30,7 @@ fn url_for(db: &str) -> String {
 }
 
 async fn admin() -> AsyncPgConnection {
-    AsyncPgConnection::establish(&admin_url().to_string())
+    AsyncPgConnection::establish(admin_url().as_ref())
         .await
         .expect("connect to DATABASE_URL")
 }

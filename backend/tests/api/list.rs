@@ -447,6 +447,43 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
 }
 
 #[tokio::test]
+async fn extreme_due_dates_sort_and_paginate() {
+    let app = spawn_app().await;
+    // In UTC these are 2 BC and AD 10000: outside four-digit years, still valid instants.
+    let earliest = create(
+        &app,
+        json!({"title": "a", "due_at": "0000-01-01T00:00:00+14:00"}),
+    )
+    .await;
+    let latest = create(
+        &app,
+        json!({"title": "b", "due_at": "9999-12-31T23:59:59-23:59"}),
+    )
+    .await;
+    let middle = create(
+        &app,
+        json!({"title": "c", "due_at": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    let undated = create(&app, json!({"title": "d"})).await;
+    let ascending = vec![
+        earliest.clone(),
+        middle.clone(),
+        latest.clone(),
+        undated.clone(),
+    ];
+    assert_eq!(walk(&app, "sort=due_at", 1).await, ascending);
+    assert_eq!(
+        walk(&app, "sort=-due_at", 1).await,
+        vec![latest, middle, earliest, undated]
+    );
+    assert_eq!(
+        ids(&app.list(USER, "due_before=0001-01-01T00:00:00Z").await).len(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn pagination_visits_every_task_exactly_once_in_order() {
     let app = spawn_app().await;
     let priorities = ["none", "low", "medium", "high", "urgent"];
@@ -721,7 +758,13 @@ async fn invalid_parameters_are_400_invalid_query() {
         let raw = json!({"sort": "due_at", "descending": false, "value": {"text": "x"}, "id": uuid::Uuid::now_v7()});
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
     };
+    let far_past_cursor = {
+        use base64::Engine;
+        let raw = json!({"sort": "due_at", "descending": false, "value": {"time": "-262143-01-01T00:00:00Z"}, "id": uuid::Uuid::now_v7()});
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
+    };
     for query in [
+        format!("cursor={far_past_cursor}"),
         "status=done".to_owned(),
         "status=".to_owned(),
         "priority=critical".to_owned(),

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Validate the project's Kubernetes custom resources against the upstream CRDs in ../shared/crds.
+
+Each document's apiVersion must be served by the CRD of its kind, and the document must match
+that version's openAPIV3Schema (the check is looser than an API server: see shared/crds/README.md).
+Usage: validate_manifests.py CRD_DIR FILE...
+"""
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+def load_crds(crd_dir):
+    crds = {}
+    for path in Path(crd_dir).rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition":
+                spec = doc["spec"]
+                crds[(spec["group"], spec["names"]["kind"])] = spec
+    return crds
+
+
+def check(doc, crds):
+    group, _, version = doc.get("apiVersion", "").rpartition("/")
+    spec = crds.get((group, doc.get("kind")))
+    if spec is None:
+        return [f"no CRD for {doc.get('apiVersion')} {doc.get('kind')}"]
+    served = [v for v in spec["versions"] if v["name"] == version and v.get("served")]
+    if not served:
+        return [f"{group}/{version} is not served by the {doc['kind']} CRD"]
+    schema = served[0]["schema"]["openAPIV3Schema"]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(doc)
+    ]
+
+
+def main(argv):
+    crds = load_crds(argv[1])
+    failures = 0
+    for name in argv[2:]:
+        for doc in yaml.safe_load_all(Path(name).read_text()):
+            if not doc:
+                continue
+            errors = check(doc, crds)
+            label = f"{name}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}"
+            if errors:
+                failures += 1
+                print(f"FAIL {label}")
+                for e in errors:
+                    print(f"  {e}")
+            else:
+                print(f"ok   {label}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
