@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 
 /// Arbitrary but fixed: the advisory lock key that makes one relay the publisher.
 const RELAY_LOCK: i64 = 0x7461_736b_666c_6f77; // "taskflow"
+/// How often an idle relay checks that the broker or sidecar still answers.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, QueryableByName)]
 struct Pending {
@@ -212,6 +214,7 @@ impl Relay {
         let mut listener = self.listener().await;
         let mut failures: u32 = 0;
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
+        let mut last_check = Instant::now() - IDLE_CHECK_INTERVAL;
         loop {
             let wait = if failures == 0 {
                 self.settings.poll_interval
@@ -239,12 +242,26 @@ impl Relay {
                 listener = self.listener().await;
             }
             match self.drain().await {
-                Ok(Pass { failure: None, .. }) => {
+                Ok(Pass {
+                    failure: None,
+                    claimed,
+                    ..
+                }) => {
                     if failures > 0 {
                         tracing::info!("event path recovered");
                     }
                     failures = 0;
-                    self.health.healthy();
+                    if claimed > 0 {
+                        self.health.healthy();
+                        last_check = Instant::now();
+                    } else if last_check.elapsed() >= IDLE_CHECK_INTERVAL {
+                        // Nothing to publish says nothing about the broker: ask it.
+                        last_check = Instant::now();
+                        match self.publisher.check().await {
+                            Ok(()) => self.health.healthy(),
+                            Err(e) => self.health.degraded(format!("publisher unreachable: {e}")),
+                        }
+                    }
                 }
                 Ok(Pass {
                     failure: Some(reason),

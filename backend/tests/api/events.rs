@@ -83,7 +83,7 @@ async fn ready_status(app: &TestApp) -> Value {
 
 /// Poll until `/ready` reports the event path degraded.
 async fn degraded(app: &TestApp) -> Value {
-    for _ in 0..100 {
+    for _ in 0..150 {
         let body = ready_status(app).await;
         if body["status"] == "degraded" {
             return body;
@@ -541,4 +541,36 @@ async fn topics_with_fewer_partitions_than_configured_fail_loudly() {
         "{err}"
     );
     assert!(err.to_string().contains(name));
+}
+
+#[tokio::test]
+async fn an_idle_relay_reports_an_unreachable_broker() {
+    // Nothing listens on this port: the relay has nothing to publish, but /ready must still tell.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = relaying_app(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &unused.to_string(),
+        None,
+    )
+    .await;
+    let status = degraded(&app).await;
+    assert!(
+        status["checks"]["event_path"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{status}"
+    );
+    assert_eq!(status["checks"]["database"], "ok");
+    // The API keeps serving; the event waits in the outbox.
+    app.create(USER, json!({"title": "queued"})).await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .await,
+        2
+    );
 }
