@@ -121,7 +121,7 @@ async fn bench() -> anyhow::Result<()> {
     let dropped = async {
         let mut conn = AsyncPgConnection::establish(admin.as_str()).await?;
         // FORCE: the relay's LISTEN connection and the app's pool are still open.
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        diesel::sql_query(format!("SELECT 1 /* {name} */"))
             .execute(&mut conn)
             .await?;
         anyhow::Ok(())
@@ -320,7 +320,8 @@ where
             let (op, next, failed) = (op.clone(), next.clone(), failed.clone());
             tokio::spawn(async move {
                 let mut samples = Vec::new();
-                while !failed.load(Ordering::Relaxed) {
+                // UFCS: diesel-async's RunQueryDsl::load would shadow the method.
+                while !AtomicBool::load(&failed, Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     if index >= total {
                         break;
@@ -664,6 +665,15 @@ async fn measure(
             early += 1;
         }
         event_latencies.push(at.saturating_duration_since(returned));
+    }
+    {
+        let mut by_start: Vec<(Instant, Duration)> = creates.samples.iter().zip(&event_latencies).map(|(s, l)| (s.value.1 - s.latency, *l)).collect();
+        by_start.sort_by_key(|x| x.0);
+        for chunk in by_start.chunks(by_start.len() / 20) {
+            let mut l: Vec<Duration> = chunk.iter().map(|x| x.1).collect();
+            l.sort();
+            eprintln!("t+{:.2}s n={} p50={} max={}", (chunk[0].0 - creates.start).as_secs_f64(), l.len(), ms(percentile(&l, 50.0)), ms(*l.last().unwrap()));
+        }
     }
     let ids: Vec<Uuid> = creates.samples.iter().map(|s| s.value.0).collect();
 

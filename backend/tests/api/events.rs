@@ -93,6 +93,38 @@ async fn degraded(app: &TestApp) -> Value {
     panic!("/ready never reported the event path degraded");
 }
 
+/// 100 tasks, each created and then changed four times: 500 events on `task-events`, 5 per key.
+async fn write_500_events(app: &TestApp) -> HashSet<String> {
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let task = app
+            .create(USER, json!({"title": format!("burst {i}")}))
+            .await;
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    for round in 0..4 {
+        let edits = ids
+            .iter()
+            .map(|id| patch(app, id, "", json!({"title": format!("round {round}")})));
+        for res in futures::future::join_all(edits).await {
+            assert_eq!(res.status(), 200);
+        }
+    }
+    ids.into_iter().collect()
+}
+
+/// Each task's events arrived exactly five times over: created plus four updates.
+fn assert_five_per_task(events: &[Received], ids: &HashSet<String>) {
+    let per_task = events
+        .iter()
+        .fold(HashMap::<String, usize>::new(), |mut m, e| {
+            *m.entry(task_id(e)).or_default() += 1;
+            m
+        });
+    assert_eq!(per_task.len(), ids.len());
+    assert!(per_task.values().all(|&n| n == 5), "{per_task:?}");
+}
+
 /// Every message's id is distinct and, per key, task versions only go up.
 fn assert_once_and_in_order(messages: &[Received]) {
     let ids: HashSet<&str> = messages
@@ -342,13 +374,7 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
         Some(&sidecar.endpoint),
     )
     .await;
-    let mut ids = HashSet::new();
-    for i in 0..40 {
-        let task = app
-            .create(USER, json!({"title": format!("dapr {i}")}))
-            .await;
-        ids.insert(task["id"].as_str().unwrap().to_owned());
-    }
+    let ids = write_500_events(&app).await;
     let status = degraded(&app).await;
     assert!(
         status["checks"]["event_path"]
@@ -369,31 +395,32 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
             .text()
             .await
             .unwrap();
-        if metrics.contains("outbox_pending 80") {
+        if metrics.contains("outbox_pending 1000") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        metrics.contains("outbox_pending 80"),
+        metrics.contains("outbox_pending 1000"),
         "backlog gauge: {metrics}"
     );
     assert!(metrics.contains("outbox_oldest_pending_age_seconds"));
     assert_eq!(
         app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
             .await,
-        80
+        1000
     );
 
     sidecar
         .failing
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let events = read(&brokers, "task-events", 40, ARRIVAL, |r| {
+    let events = read(&brokers, "task-events", 500, ARRIVAL, |r| {
         ids.contains(&task_id(r))
     })
     .await;
-    assert_eq!(events.len(), 40);
+    assert_eq!(events.len(), 500);
     assert_once_and_in_order(&events);
+    assert_five_per_task(&events, &ids);
     assert!(events
         .iter()
         .all(|e| e.body["pubsubname"] == "kafka-pubsub"));
@@ -449,22 +476,7 @@ async fn broker_outage_while_500_events_are_written_loses_nothing() {
     .await;
     cluster.broker_down(1).unwrap();
 
-    // 100 tasks, each created and then changed four times: 500 events, 5 per key.
-    let mut ids = Vec::new();
-    for i in 0..100 {
-        let task = app
-            .create(USER, json!({"title": format!("outage {i}")}))
-            .await;
-        ids.push(task["id"].as_str().unwrap().to_owned());
-    }
-    for round in 0..4 {
-        let edits = ids
-            .iter()
-            .map(|id| patch(&app, id, "", json!({"title": format!("round {round}")})));
-        for res in futures::future::join_all(edits).await {
-            assert_eq!(res.status(), 200);
-        }
-    }
+    let ids = write_500_events(&app).await;
     degraded(&app).await;
     assert_eq!(
         app.count(
@@ -478,14 +490,7 @@ async fn broker_outage_while_500_events_are_written_loses_nothing() {
     let events = read(&brokers, "task-events", 500, ARRIVAL, |_| true).await;
     assert_eq!(events.len(), 500);
     assert_once_and_in_order(&events);
-    let per_task = events
-        .iter()
-        .fold(HashMap::<String, usize>::new(), |mut m, e| {
-            *m.entry(task_id(e)).or_default() += 1;
-            m
-        });
-    assert_eq!(per_task.len(), 100);
-    assert!(per_task.values().all(|&n| n == 5));
+    assert_five_per_task(&events, &ids);
     drained(&app).await;
 }
 
@@ -573,4 +578,24 @@ async fn an_idle_relay_reports_an_unreachable_broker() {
             .await,
         2
     );
+}
+
+#[tokio::test]
+async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
+    let brokers = topics().await;
+    let mut s = settings(&fresh_database().await);
+    s.events.relay_enabled = true;
+    s.events.kafka_brokers = brokers.clone();
+    // A poll this slow would miss the deadline below; only LISTEN/NOTIFY can deliver in time.
+    s.events.poll_interval = Duration::from_secs(600);
+    let app = spawn_with(s).await;
+    // Let the relay finish its first pass and settle into waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let task = app.create(USER, json!({"title": "notify me"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let events = read(&brokers, "task-events", 1, Duration::from_secs(20), |r| {
+        task_id(r) == id
+    })
+    .await;
+    assert_eq!(events.len(), 1);
 }
