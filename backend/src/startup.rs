@@ -104,10 +104,15 @@ impl Application {
 /// The configured publisher; the Dapr one first waits for its sidecar.
 async fn publisher(settings: &EventSettings) -> anyhow::Result<Arc<dyn Publisher>> {
     Ok(match settings.publisher {
-        PublisherKind::Kafka => Arc::new(
-            KafkaPublisher::new(&settings.kafka_brokers, settings.publish_timeout)
-                .context("creating the Kafka producer")?,
-        ),
+        PublisherKind::Kafka => {
+            let kafka = KafkaPublisher::new(&settings.kafka_brokers, settings.publish_timeout)
+                .context("creating the Kafka producer")?;
+            // Connect now, so the first event does not pay for the producer's start-up.
+            if let Err(e) = kafka.check().await {
+                tracing::warn!(error = %e, "Kafka not reachable yet; events wait in the outbox");
+            }
+            Arc::new(kafka)
+        }
         PublisherKind::Dapr => {
             let dapr = DaprPublisher::new(&settings.dapr_http_endpoint, &settings.dapr_pubsub_name)
                 .context("creating the Dapr client")?;

@@ -12,6 +12,11 @@ use uuid::Uuid;
 use crate::domain::list_query::{Cursor, ListQuery, SortKey, SortValue, Status};
 use crate::schema::tasks;
 
+/// The columns of [`TaskRow`] for raw SQL (never `*`: the `search` tsvector stays in the database).
+const COLUMNS: &str = "id, user_id, title, description, completed, completed_at, priority, tags, \
+    due_at, timezone, reminder_minutes_before, recurrence, series_id, occurrence, version, \
+    created_at, updated_at";
+
 /// A row of `tasks`.
 #[derive(
     Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable, AsChangeset,
@@ -116,13 +121,13 @@ pub async fn deactivate_series(
     series_id: Uuid,
     now: DateTime<Utc>,
 ) -> QueryResult<Vec<TaskRow>> {
-    diesel::sql_query(
-        "UPDATE tasks SET recurrence = jsonb_set(recurrence, '{active}', 'false'), \
+    diesel::sql_query(format!(
+        "UPDATE tasks SET recurrence = jsonb_set(recurrence, '{{active}}', 'false'), \
              version = version + 1, updated_at = $3 \
          WHERE user_id = $1 AND series_id = $2 AND recurrence IS NOT NULL \
            AND (recurrence->>'active')::boolean IS DISTINCT FROM false \
-         RETURNING *",
-    )
+         RETURNING {COLUMNS}"
+    ))
     .bind::<Text, _>(user_id)
     .bind::<SqlUuid, _>(series_id)
     .bind::<Timestamptz, _>(now)
@@ -136,7 +141,7 @@ pub async fn list(
     user_id: &str,
     q: &ListQuery,
 ) -> QueryResult<Vec<TaskRow>> {
-    let mut sql = String::from("SELECT * FROM tasks WHERE user_id = $1");
+    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1");
     let mut n = 1;
     // Placeholders are numbered in the order of the binds below; keep both lists in step.
     match q.status {

@@ -26,8 +26,10 @@ CREATE TABLE tasks (
 -- One row per occurrence number in a series: a redelivered "completed" event cannot create
 -- the next occurrence twice.
 CREATE UNIQUE INDEX tasks_series_occurrence ON tasks (series_id, occurrence);
+-- One index per list order (status filter first): a page is read from the index, not sorted.
 CREATE INDEX tasks_user_due ON tasks (user_id, completed, due_at, id);
-CREATE INDEX tasks_user_created ON tasks (user_id, created_at, id);
+CREATE INDEX tasks_user_priority ON tasks (user_id, completed, priority, id);
+CREATE INDEX tasks_user_created ON tasks (user_id, completed, created_at, id);
 CREATE INDEX tasks_search ON tasks USING gin (search);
 CREATE INDEX tasks_tags ON tasks USING gin (tags);
 

@@ -301,13 +301,15 @@ struct Outcome<'a> {
     failed: Vec<(&'a Pending, PublishError)>,
 }
 
-/// Publish each key's rows one after another (keys run concurrently); a key stops at its first
-/// failure so its later rows stay pending behind it.
+/// Publish each (topic, key)'s rows one after another (chains run concurrently); a chain stops
+/// at its first failure so its later rows stay pending behind it.
 async fn publish_in_key_order<'a>(publisher: &dyn Publisher, rows: &'a [Pending]) -> Outcome<'a> {
-    let mut by_key: HashMap<&str, Vec<&Pending>> = HashMap::new();
+    // Order matters within a topic's partition, so a chain is one (topic, key): a task's
+    // `task-updates` notice does not wait for its `task-events` acknowledgement.
+    let mut by_key: HashMap<(&str, &str), Vec<&Pending>> = HashMap::new();
     for row in rows {
         by_key
-            .entry(row.message_key.as_str())
+            .entry((row.topic.as_str(), row.message_key.as_str()))
             .or_default()
             .push(row);
     }

@@ -502,38 +502,12 @@ async fn topics_with_fewer_partitions_than_configured_fail_loudly() {
     // Leaked: TopicSpec names are 'static, like the real topic list.
     let name: &'static str =
         Box::leak(format!("short-{}", uuid::Uuid::new_v4().simple()).into_boxed_str());
-    ensure_topics(
-        &brokers,
-        &[TopicSpec {
-            name,
-            partitions: 1,
-        }],
-        1,
-    )
-    .await
-    .unwrap();
+    let spec = |partitions| [TopicSpec { name, partitions }];
+    ensure_topics(&brokers, &spec(1), 1).await.unwrap();
     // Re-running with the same count is fine (idempotent) ...
-    ensure_topics(
-        &brokers,
-        &[TopicSpec {
-            name,
-            partitions: 1,
-        }],
-        1,
-    )
-    .await
-    .unwrap();
+    ensure_topics(&brokers, &spec(1), 1).await.unwrap();
     // ... asking for more than exist is an error that names the topic.
-    let err = ensure_topics(
-        &brokers,
-        &[TopicSpec {
-            name,
-            partitions: 3,
-        }],
-        1,
-    )
-    .await
-    .unwrap_err();
+    let err = ensure_topics(&brokers, &spec(3), 1).await.unwrap_err();
     assert!(
         matches!(
             err,
