@@ -93,28 +93,38 @@ async fn degraded(app: &TestApp) -> Value {
     panic!("/ready never reported the event path degraded");
 }
 
-/// 100 tasks, each created and then changed four times: 500 events on `task-events`, 5 per key.
-async fn write_500_events(app: &TestApp) -> HashSet<String> {
+/// Tasks written in a burst while the event path is down.
+const BURST_TASKS: usize = 500;
+/// Each is created, then changed twice: three events per key, so order per key is visible.
+const EVENTS_PER_TASK: usize = 3;
+const BURST_EVENTS: usize = BURST_TASKS * EVENTS_PER_TASK;
+
+/// Create [`BURST_TASKS`] tasks (16 requests at a time) and change each twice.
+async fn write_burst(app: &TestApp) -> HashSet<String> {
     let mut ids = Vec::new();
-    for i in 0..100 {
-        let task = app
-            .create(USER, json!({"title": format!("burst {i}")}))
-            .await;
-        ids.push(task["id"].as_str().unwrap().to_owned());
-    }
-    for round in 0..4 {
-        let edits = ids
+    for chunk in (0..BURST_TASKS).collect::<Vec<_>>().chunks(16) {
+        let creates = chunk
             .iter()
-            .map(|id| patch(app, id, "", json!({"title": format!("round {round}")})));
-        for res in futures::future::join_all(edits).await {
-            assert_eq!(res.status(), 200);
+            .map(|i| app.create(USER, json!({"title": format!("burst {i}")})));
+        for task in futures::future::join_all(creates).await {
+            ids.push(task["id"].as_str().unwrap().to_owned());
+        }
+    }
+    for round in 1..EVENTS_PER_TASK {
+        for chunk in ids.chunks(16) {
+            let edits = chunk
+                .iter()
+                .map(|id| patch(app, id, "", json!({"title": format!("round {round}")})));
+            for res in futures::future::join_all(edits).await {
+                assert_eq!(res.status(), 200);
+            }
         }
     }
     ids.into_iter().collect()
 }
 
-/// Each task's events arrived exactly five times over: created plus four updates.
-fn assert_five_per_task(events: &[Received], ids: &HashSet<String>) {
+/// Every task of the burst arrived with all its events.
+fn assert_whole_burst(events: &[Received], ids: &HashSet<String>) {
     let per_task = events
         .iter()
         .fold(HashMap::<String, usize>::new(), |mut m, e| {
@@ -122,7 +132,10 @@ fn assert_five_per_task(events: &[Received], ids: &HashSet<String>) {
             m
         });
     assert_eq!(per_task.len(), ids.len());
-    assert!(per_task.values().all(|&n| n == 5), "{per_task:?}");
+    assert!(
+        per_task.values().all(|&n| n == EVENTS_PER_TASK),
+        "{per_task:?}"
+    );
 }
 
 /// Every message's id is distinct and, per key, task versions only go up.
@@ -374,7 +387,7 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
         Some(&sidecar.endpoint),
     )
     .await;
-    let ids = write_500_events(&app).await;
+    let ids = write_burst(&app).await;
     let status = degraded(&app).await;
     assert!(
         status["checks"]["event_path"]
@@ -395,32 +408,32 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
             .text()
             .await
             .unwrap();
-        if metrics.contains("outbox_pending 1000") {
+        if metrics.contains(&format!("outbox_pending {}", 2 * BURST_EVENTS)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        metrics.contains("outbox_pending 1000"),
+        metrics.contains(&format!("outbox_pending {}", 2 * BURST_EVENTS)),
         "backlog gauge: {metrics}"
     );
     assert!(metrics.contains("outbox_oldest_pending_age_seconds"));
     assert_eq!(
         app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
             .await,
-        1000
+        2 * BURST_EVENTS as i64
     );
 
     sidecar
         .failing
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let events = read(&brokers, "task-events", 500, ARRIVAL, |r| {
+    let events = read(&brokers, "task-events", BURST_EVENTS, ARRIVAL, |r| {
         ids.contains(&task_id(r))
     })
     .await;
-    assert_eq!(events.len(), 500);
+    assert_eq!(events.len(), BURST_EVENTS);
     assert_once_and_in_order(&events);
-    assert_five_per_task(&events, &ids);
+    assert_whole_burst(&events, &ids);
     assert!(events
         .iter()
         .all(|e| e.body["pubsubname"] == "kafka-pubsub"));
@@ -462,7 +475,7 @@ async fn two_relays_publish_each_row_once() {
 /// librdkafka's mock cluster keeps its data across `broker_down`/`broker_up`, which Tansu's
 /// memory engine cannot.
 #[tokio::test]
-async fn broker_outage_while_500_events_are_written_loses_nothing() {
+async fn broker_outage_while_500_tasks_are_written_loses_nothing() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("task-events", 3, 1).unwrap();
     cluster.create_topic("task-updates", 1, 1).unwrap();
@@ -476,21 +489,21 @@ async fn broker_outage_while_500_events_are_written_loses_nothing() {
     .await;
     cluster.broker_down(1).unwrap();
 
-    let ids = write_500_events(&app).await;
+    let ids = write_burst(&app).await;
     degraded(&app).await;
     assert_eq!(
         app.count(
             "SELECT count(*) AS n FROM outbox WHERE topic = 'task-events' AND sent_at IS NULL"
         )
         .await,
-        500
+        BURST_EVENTS as i64
     );
 
     cluster.broker_up(1).unwrap();
-    let events = read(&brokers, "task-events", 500, ARRIVAL, |_| true).await;
-    assert_eq!(events.len(), 500);
+    let events = read(&brokers, "task-events", BURST_EVENTS, ARRIVAL, |_| true).await;
+    assert_eq!(events.len(), BURST_EVENTS);
     assert_once_and_in_order(&events);
-    assert_five_per_task(&events, &ids);
+    assert_whole_burst(&events, &ids);
     drained(&app).await;
 }
 
