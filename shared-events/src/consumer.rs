@@ -19,6 +19,9 @@ use crate::envelope::{CloudEvent, EventData};
 use crate::publisher::client_config;
 use crate::topics::dead_letter_topic;
 
+/// How long a stopping consumer waits for its last commit and for leaving the group.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
     pub brokers: String,
@@ -147,8 +150,9 @@ impl EventConsumer {
     }
 
     /// Consume until `shutdown` turns true: the message in hand is finished (or left for
-    /// redelivery), stored offsets are committed and the group is left.
-    pub async fn run(&self, handler: &dyn Handler, mut shutdown: watch::Receiver<bool>) {
+    /// redelivery), stored offsets are committed and the group is left, giving up on the last
+    /// two after [`CLOSE_TIMEOUT`] when the broker does not answer.
+    pub async fn run(self, handler: &dyn Handler, mut shutdown: watch::Receiver<bool>) {
         loop {
             let message = tokio::select! {
                 biased;
@@ -167,11 +171,40 @@ impl EventConsumer {
                 }
             }
         }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit");
+        self.close(CLOSE_TIMEOUT).await;
+    }
+
+    /// Commit the stored offsets and leave the group (the consumer's drop closes it), off the
+    /// async runtime. Against an unreachable broker both block for many seconds (10 s each with
+    /// these settings), which would break the shutdown budget, so wait at most `timeout`: what
+    /// was not committed is redelivered to the next owner and skipped as a duplicate there.
+    async fn close(self, timeout: Duration) {
+        let group = self.settings.group_id.clone();
+        let (done, closed) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-consumer-close".into())
+            .spawn(move || {
+                if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+                    // NoOffset: nothing stored since the last (auto) commit.
+                    tracing::debug!(error = %e, "final commit");
+                }
+                self.consumer.unsubscribe();
+                drop(self);
+                let _ = done.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not close the consumer");
+            return;
         }
-        self.consumer.unsubscribe();
-        tracing::info!(group = %self.settings.group_id, "consumer stopped");
+        match tokio::time::timeout(timeout, closed).await {
+            Ok(_) => tracing::info!(%group, "consumer stopped"),
+            Err(_) => tracing::warn!(
+                %group,
+                ?timeout,
+                "consumer stopped without confirming its last commit and leaving the group; \
+                 the broker did not answer"
+            ),
+        }
     }
 
     /// Handle one message; false when shutdown interrupted it before the effect was durable.
@@ -294,21 +327,26 @@ impl EventConsumer {
     }
 }
 
-/// A receiver that turns true on SIGTERM or Ctrl-C.
+/// A receiver that turns true on SIGTERM or Ctrl-C. The handlers are installed before this
+/// returns, so call it first thing: from then on a SIGTERM is never the default, fatal action.
 pub fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("install SIGTERM handler");
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
             }
-        }
-        #[cfg(not(unix))]
+            tracing::info!("shutdown requested");
+            let _ = tx.send(true);
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown requested");
         let _ = tx.send(true);

@@ -149,6 +149,8 @@ pub async fn run<H: Handler + 'static>(
     make_handler: impl FnOnce(DbPool) -> H,
 ) -> anyhow::Result<()> {
     telemetry::init(LogFormat::from_env().map_err(anyhow::Error::msg)?);
+    // Before anything slow: a SIGTERM during start-up then stops the worker cleanly.
+    let shutdown = shutdown_signal();
     let pool = database::pool(&settings.database_url, settings.db_pool_size)?;
     let consumer =
         EventConsumer::new(settings.consumer.clone()).context("creating the Kafka consumer")?;
@@ -169,7 +171,7 @@ pub async fn run<H: Handler + 'static>(
     let server = tokio::spawn(server);
     tracing::info!(worker = name, addr = %settings.http_addr, topics = ?settings.consumer.topics, "worker started");
     let handler = make_handler(pool);
-    consumer.run(&handler, shutdown_signal()).await;
+    consumer.run(&handler, shutdown).await;
     server_handle.stop(true).await;
     let _ = server.await;
     tracing::info!(worker = name, "worker stopped");

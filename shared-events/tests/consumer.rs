@@ -5,6 +5,9 @@
 //! handler records its effect in the `effects` table in one transaction with
 //! `processed::first_time`, so a duplicate effect shows up as an extra row, and it remembers
 //! every call, so a redelivery shows up even when the processed-events table hides it.
+//!
+//! One test takes the broker away, which Tansu cannot do from here: it runs on librdkafka's
+//! in-process mock cluster instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,7 @@ use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use shared_events::consumer::{
@@ -317,21 +321,7 @@ impl Fixture {
     }
 
     fn start(&self, handler: Arc<Recorder>) -> Running {
-        let consumer = EventConsumer::new(ConsumerSettings {
-            brokers: self.brokers.clone(),
-            group_id: self.group.clone(),
-            topics: vec![self.topic.clone()],
-            assignment_strategy: "range".into(),
-            max_backoff: Duration::from_millis(200),
-        })
-        .expect("consumer");
-        let stats = consumer.stats.clone();
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            consumer.run(handler.as_ref(), shutdown).await;
-            consumer
-        });
-        Running { stop, task, stats }
+        start(&self.brokers, &self.group, &self.topic, handler)
     }
 
     /// The group's committed offset per partition (-1 when none).
@@ -361,6 +351,24 @@ impl Fixture {
                     },
                 )
                 .collect()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Members of the group as the broker sees them.
+    async fn members(&self) -> usize {
+        let brokers = self.brokers.clone();
+        let group = self.group.clone();
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .expect("admin client");
+            let list = client
+                .fetch_group_list(Some(&group), Duration::from_secs(10))
+                .expect("describe group");
+            list.groups().iter().map(|g| g.members().len()).sum()
         })
         .await
         .unwrap()
@@ -397,25 +405,44 @@ impl Fixture {
     }
 }
 
-/// A consumer running in the background.
+/// A consumer of `topic` in `group`, running in the background.
+fn start(brokers: &str, group: &str, topic: &str, handler: Arc<Recorder>) -> Running {
+    let consumer = EventConsumer::new(ConsumerSettings {
+        brokers: brokers.to_owned(),
+        group_id: group.to_owned(),
+        topics: vec![topic.to_owned()],
+        assignment_strategy: "range".into(),
+        max_backoff: Duration::from_millis(200),
+    })
+    .expect("consumer");
+    let stats = consumer.stats.clone();
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move { consumer.run(handler.as_ref(), shutdown).await });
+    Running { stop, task, stats }
+}
+
 struct Running {
     stop: watch::Sender<bool>,
-    task: JoinHandle<EventConsumer>,
+    task: JoinHandle<()>,
     stats: Arc<ConsumerStats>,
 }
 
 impl Running {
-    /// Ask for shutdown, require it within the budget, then drop the consumer (it leaves the
-    /// group; Tansu never expires a member that does not).
+    /// Ask for shutdown and require `run` to be done (offsets committed, group left) within
+    /// the budget.
     async fn stop(self) {
+        let asked = std::time::Instant::now();
         self.stop.send(true).unwrap();
-        let consumer = tokio::time::timeout(SHUTDOWN, self.task)
+        tokio::time::timeout(SHUTDOWN, self.task)
             .await
             .expect("the consumer stops within 10 s of the shutdown request")
             .expect("consumer task");
-        tokio::task::spawn_blocking(move || drop(consumer))
-            .await
-            .unwrap();
+        // Also by the wall clock: a consumer that blocks the runtime's threads holds its timers up.
+        let took = asked.elapsed();
+        assert!(
+            took < SHUTDOWN,
+            "the consumer took {took:?} to stop; the budget is {SHUTDOWN:?}"
+        );
     }
 
     fn handled(&self) -> u64 {
@@ -566,9 +593,9 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     );
     for (i, (m, (payload, error))) in dead.iter().zip(&poison).enumerate() {
         assert_eq!(
-            m.payload().unwrap_or_default(),
-            payload.as_deref().unwrap_or_default(),
-            "dead letter {i} keeps the original bytes"
+            m.payload(),
+            payload.as_deref(),
+            "dead letter {i} keeps the original bytes (null stays null)"
         );
         assert_eq!(m.key(), Some(format!("k{i}").as_bytes()), "dead letter {i}");
         let reason = header(m, "dlq_error").unwrap_or_default();
@@ -631,6 +658,7 @@ async fn a_failing_message_is_redelivered_to_the_next_consumer_after_shutdown() 
     })
     .await;
     first.stop().await;
+    assert_eq!(fx.members().await, 0, "the stopped consumer left the group");
     assert_eq!(effects(&fx.pool, &fx.group).await, [w]);
     assert_eq!(
         fx.committed().await,
@@ -706,6 +734,7 @@ async fn after_a_clean_shutdown_the_group_resumes_where_it_stopped() {
     .await;
     assert_eq!(first.handled(), 12);
     first.stop().await;
+    assert_eq!(fx.members().await, 0, "the stopped consumer left the group");
     assert_eq!(fx.committed().await, [4, 4, 4]);
 
     let mut after = Vec::new();
@@ -740,4 +769,61 @@ async fn after_a_clean_shutdown_the_group_resumes_where_it_stopped() {
     want.sort();
     assert_eq!(all, want, "every event's effect exactly once");
     assert_eq!(processed_count(&fx.pool, &fx.group).await, 18);
+}
+
+#[test]
+fn shutdown_stays_within_budget_when_the_broker_is_gone() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(broker_gone_at_shutdown())
+    }));
+    // A consumer stuck in librdkafka (the failure this test is about) must not keep the test
+    // process waiting for the runtime: leave it behind.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn broker_gone_at_shutdown() {
+    // librdkafka's mock cluster: Tansu cannot be taken down from a test.
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 1, 1).unwrap();
+    cluster.create_topic("events.dlq", 1, 1).unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for id in &ids {
+        let payload = task_event(*id);
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to("events")
+                    .key("key")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+    let pool = database::pool(&database_url().await, 2).expect("pool");
+    let name = format!("mock-{}", Uuid::new_v4().simple());
+    let running = start(
+        &brokers,
+        &name,
+        "events",
+        Recorder::succeeding(&pool, &name),
+    );
+    await_effects(&pool, &name, &ids).await;
+
+    // The last commit and the LeaveGroup cannot be delivered now; stopping must not wait for them.
+    cluster.broker_down(1).unwrap();
+    running.stop().await;
 }
