@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use backend::configuration::{EventSettings, LogFormat, PublisherKind, Secret, Settings};
+use backend::configuration::Settings;
 use backend::db::{self, DbPool};
 use backend::startup::Application;
 use diesel::sql_types::{BigInt, Text};
@@ -91,12 +91,6 @@ fn admin_url() -> anyhow::Result<Url> {
     Url::parse(&raw).context("DATABASE_URL is not a URL")
 }
 
-fn url_for(admin: &Url, db: &str) -> String {
-    let mut url = admin.clone();
-    url.set_path(db);
-    url.to_string()
-}
-
 /// Create the database, run the bench against it, and drop the database whatever happened.
 async fn bench() -> anyhow::Result<()> {
     let admin = admin_url()?;
@@ -109,14 +103,14 @@ async fn bench() -> anyhow::Result<()> {
         .await
         .context("connecting to DATABASE_URL")?;
     let server = server_facts(&mut conn).await?;
-    diesel::sql_query(format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("creating database {name}"))?;
     drop(conn);
 
     let started = Instant::now();
-    let outcome = run(&url_for(&admin, &name), &brokers, n, gets, &server, started).await;
+    let outcome = async {
+        let url = db::create_database(admin.as_str(), &name, None).await?;
+        run(&url, &brokers, n, gets, &server, started).await
+    }
+    .await;
 
     let dropped = async {
         let mut conn = AsyncPgConnection::establish(admin.as_str()).await?;
@@ -165,26 +159,13 @@ async fn server_facts(conn: &mut AsyncPgConnection) -> anyhow::Result<ServerFact
 }
 
 fn settings(database_url: &str, brokers: &str) -> Settings {
-    Settings {
-        database_url: Secret::new(database_url),
-        http_addr: "127.0.0.1:0".parse().expect("a socket address"),
-        db_pool_size: DB_POOL_SIZE,
-        jwt_secret: Some(Secret::new(SECRET)),
-        jwt_jwks_url: None,
-        log_format: LogFormat::Json,
-        events: EventSettings {
-            relay_enabled: true,
-            publisher: PublisherKind::Kafka,
-            kafka_brokers: brokers.to_owned(),
-            dapr_http_endpoint: "http://127.0.0.1:3500".into(),
-            dapr_pubsub_name: "kafka-pubsub".into(),
-            batch_size: 500,
-            poll_interval: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(2),
-            publish_timeout: Duration::from_secs(5),
-            retention: Duration::from_secs(3600),
-        },
-    }
+    let mut s = Settings::local(database_url, SECRET);
+    s.db_pool_size = DB_POOL_SIZE;
+    s.events.kafka_brokers = brokers.to_owned();
+    s.events.poll_interval = Duration::from_millis(200);
+    s.events.max_backoff = Duration::from_secs(2);
+    s.events.publish_timeout = Duration::from_secs(5);
+    s
 }
 
 /// Everything between creating and dropping the database.
@@ -197,7 +178,6 @@ async fn run(
     started: Instant,
 ) -> anyhow::Result<()> {
     let pool = db::pool(database_url, 2)?;
-    db::migrate(&pool).await.context("migrating the database")?;
     shared_events::admin::ensure_topics(brokers, &TOPICS, 1)
         .await
         .context("creating the topics (is KAFKA_BROKERS reachable?)")?;

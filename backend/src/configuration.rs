@@ -76,11 +76,43 @@ where
     }
 }
 
-fn millis(name: &str, default_ms: u64) -> anyhow::Result<Duration> {
-    parsed(name, default_ms).map(Duration::from_millis)
+fn millis(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    parsed(name, default.as_millis() as u64).map(Duration::from_millis)
+}
+
+impl Default for EventSettings {
+    /// The documented defaults (README configuration table).
+    fn default() -> Self {
+        EventSettings {
+            relay_enabled: true,
+            publisher: PublisherKind::Kafka,
+            kafka_brokers: "127.0.0.1:9092".into(),
+            dapr_http_endpoint: "http://127.0.0.1:3500".into(),
+            dapr_pubsub_name: "kafka-pubsub".into(),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(1_000),
+            max_backoff: Duration::from_millis(30_000),
+            publish_timeout: Duration::from_millis(10_000),
+            retention: Duration::from_secs(72 * 3600),
+        }
+    }
 }
 
 impl Settings {
+    /// The defaults, on a random loopback port with an HS256 secret: for running the
+    /// application in-process (tests, benchmarks).
+    pub fn local(database_url: &str, jwt_secret: &str) -> Settings {
+        Settings {
+            database_url: Secret::new(database_url),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db_pool_size: 16,
+            jwt_secret: Some(Secret::new(jwt_secret)),
+            jwt_jwks_url: None,
+            log_format: LogFormat::Json,
+            events: EventSettings::default(),
+        }
+    }
+
     /// Read the settings from the environment.
     pub fn from_env() -> anyhow::Result<Settings> {
         let database_url = var("DATABASE_URL")
@@ -91,6 +123,7 @@ impl Settings {
             bail!("set JWT_SECRET (HS256) and/or JWT_JWKS_URL (asymmetric keys)");
         }
         let log_format = LogFormat::from_env().map_err(anyhow::Error::msg)?;
+        let d = EventSettings::default();
         let publisher = match var("EVENT_PUBLISHER").as_deref() {
             None | Some("kafka") => PublisherKind::Kafka,
             Some("dapr") => PublisherKind::Dapr,
@@ -109,17 +142,18 @@ impl Settings {
             jwt_jwks_url,
             log_format,
             events: EventSettings {
-                relay_enabled: parsed("OUTBOX_RELAY_ENABLED", true)?,
+                relay_enabled: parsed("OUTBOX_RELAY_ENABLED", d.relay_enabled)?,
                 publisher,
-                kafka_brokers: var("KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into()),
-                dapr_http_endpoint: var("DAPR_HTTP_ENDPOINT")
-                    .unwrap_or_else(|| "http://127.0.0.1:3500".into()),
-                dapr_pubsub_name: var("DAPR_PUBSUB_NAME").unwrap_or_else(|| "kafka-pubsub".into()),
-                batch_size: parsed("OUTBOX_BATCH_SIZE", 500i64)?.clamp(1, 10_000),
-                poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", 1_000)?,
-                max_backoff: millis("OUTBOX_MAX_BACKOFF_MS", 30_000)?,
-                publish_timeout: millis("PUBLISH_TIMEOUT_MS", 10_000)?,
-                retention: Duration::from_secs(parsed("OUTBOX_RETENTION_HOURS", 72u64)? * 3600),
+                kafka_brokers: var("KAFKA_BROKERS").unwrap_or(d.kafka_brokers),
+                dapr_http_endpoint: var("DAPR_HTTP_ENDPOINT").unwrap_or(d.dapr_http_endpoint),
+                dapr_pubsub_name: var("DAPR_PUBSUB_NAME").unwrap_or(d.dapr_pubsub_name),
+                batch_size: parsed("OUTBOX_BATCH_SIZE", d.batch_size)?.clamp(1, 10_000),
+                poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", d.poll_interval)?,
+                max_backoff: millis("OUTBOX_MAX_BACKOFF_MS", d.max_backoff)?,
+                publish_timeout: millis("PUBLISH_TIMEOUT_MS", d.publish_timeout)?,
+                retention: Duration::from_secs(
+                    parsed("OUTBOX_RETENTION_HOURS", d.retention.as_secs() / 3600)? * 3600,
+                ),
             },
         })
     }

@@ -34,3 +34,34 @@ pub async fn migrations_applied(pool: &DbPool) -> anyhow::Result<bool> {
     })
     .await?
 }
+
+/// Create database `name` on the server `admin_url` points at and return its URL: a copy of
+/// `template` when given, else empty and then migrated. For tests and benchmarks, which each
+/// want a database of their own.
+pub async fn create_database(
+    admin_url: &str,
+    name: &str,
+    template: Option<&str>,
+) -> anyhow::Result<String> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let mut url = url::Url::parse(admin_url).context("the admin database URL")?;
+    let mut admin = AsyncPgConnection::establish(admin_url)
+        .await
+        .context("connecting to the admin database")?;
+    let sql = match template {
+        Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\""),
+        None => format!("CREATE DATABASE \"{name}\""),
+    };
+    diesel::sql_query(sql)
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    url.set_path(name);
+    let url = url.to_string();
+    if template.is_none() {
+        let pool = pool(&url, 1)?;
+        migrate(&pool).await?;
+        pool.close();
+    }
+    Ok(url)
+}

@@ -45,20 +45,9 @@ async fn fresh_database() -> String {
         Uuid::new_v4().simple(),
         std::process::id()
     );
-    let mut conn = AsyncPgConnection::establish(&admin)
+    backend::db::create_database(&admin, &name, None)
         .await
-        .expect("connect to DATABASE_URL");
-    diesel::sql_query(format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let mut url = url::Url::parse(&admin).expect("DATABASE_URL is a URL");
-    url.set_path(&name);
-    let url = url.to_string();
-    let pool = database::pool(&url, 1).expect("pool");
-    backend::db::migrate(&pool).await.expect("migrations");
-    pool.close();
-    url
+        .expect("create test database")
 }
 
 #[derive(QueryableByName)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -62,18 +62,10 @@ async fn database_url() -> String {
                 Uuid::new_v4().simple(),
                 std::process::id()
             );
-            let mut conn = AsyncPgConnection::establish(&admin)
-                .await
-                .expect("connect to DATABASE_URL");
-            diesel::sql_query(format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
+            let url = backend::db::create_database(&admin, &name, None)
                 .await
                 .expect("create test database");
-            let mut url = url::Url::parse(&admin).expect("DATABASE_URL is a URL");
-            url.set_path(&name);
-            let url = url.to_string();
             let pool = database::pool(&url, 1).expect("pool");
-            backend::db::migrate(&pool).await.expect("migrations");
             let mut conn = pool.get().await.expect("connection");
             diesel::sql_query(
                 "CREATE TABLE effects (seq bigserial PRIMARY KEY, consumer text NOT NULL, \

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use backend::configuration::{EventSettings, LogFormat, PublisherKind, Secret, Settings};
+use backend::configuration::Settings;
 use backend::db::{self, DbPool};
 use backend::startup::Application;
 use diesel::sql_types::{BigInt, Text};
@@ -11,28 +11,14 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use tokio::sync::OnceCell;
-use url::Url;
 use uuid::Uuid;
 
 pub const SECRET: &str = "taskflow-test-secret";
 
 /// The server named by `DATABASE_URL`; `./dev test` points it at a user with CREATEDB.
-fn admin_url() -> Url {
-    let raw = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must name a PostgreSQL server where tests may create databases (./dev test sets it)");
-    Url::parse(&raw).expect("DATABASE_URL is a URL")
-}
-
-fn url_for(db: &str) -> String {
-    let mut url = admin_url();
-    url.set_path(db);
-    url.to_string()
-}
-
-async fn admin() -> AsyncPgConnection {
-    AsyncPgConnection::establish(admin_url().as_ref())
-        .await
-        .expect("connect to DATABASE_URL")
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name a PostgreSQL server where tests may create databases (./dev test sets it)")
 }
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
@@ -42,15 +28,13 @@ async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
             let name = format!("tf_template_{}", std::process::id());
-            let mut conn = admin().await;
+            let mut conn = AsyncPgConnection::establish(&admin_url())
+                .await
+                .expect("connect to DATABASE_URL");
             drop_stale(&mut conn).await;
-            diesel::sql_query(format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
+            db::create_database(&admin_url(), &name, None)
                 .await
                 .expect("create template database");
-            let pool = db::pool(&url_for(&name), 1).expect("pool");
-            db::migrate(&pool).await.expect("migrate template");
-            pool.close();
             name
         })
         .await
@@ -90,36 +74,24 @@ async fn drop_stale(conn: &mut AsyncPgConnection) {
 pub async fn fresh_database() -> String {
     let template = template().await;
     let name = format!("tf_{}_{}", Uuid::new_v4().simple(), std::process::id());
-    let mut conn = admin().await;
-    diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
-        .execute(&mut conn)
+    db::create_database(&admin_url(), &name, Some(template))
         .await
-        .expect("create test database");
-    url_for(&name)
+        .expect("create test database")
 }
 
+/// The defaults with quick retries, Kafka from `KAFKA_BROKERS`, and the relay off so that
+/// tests see raw outbox rows (event tests turn it on).
 pub fn settings(database_url: &str) -> Settings {
-    Settings {
-        database_url: Secret::new(database_url),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        db_pool_size: 8,
-        jwt_secret: Some(Secret::new(SECRET)),
-        jwt_jwks_url: None,
-        log_format: LogFormat::Pretty,
-        events: EventSettings {
-            relay_enabled: false,
-            publisher: PublisherKind::Kafka,
-            kafka_brokers: std::env::var("KAFKA_BROKERS")
-                .unwrap_or_else(|_| "127.0.0.1:9092".into()),
-            dapr_http_endpoint: "http://127.0.0.1:3500".into(),
-            dapr_pubsub_name: "kafka-pubsub".into(),
-            batch_size: 500,
-            poll_interval: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(2),
-            publish_timeout: Duration::from_secs(5),
-            retention: Duration::from_secs(3600),
-        },
+    let mut s = Settings::local(database_url, SECRET);
+    s.db_pool_size = 8;
+    s.events.relay_enabled = false;
+    if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+        s.events.kafka_brokers = brokers;
     }
+    s.events.poll_interval = Duration::from_millis(200);
+    s.events.max_backoff = Duration::from_secs(2);
+    s.events.publish_timeout = Duration::from_secs(5);
+    s
 }
 
 pub struct TestApp {
