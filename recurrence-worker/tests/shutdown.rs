@@ -25,7 +25,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use shared_events::database::{self, DbPool};
 use shared_events::topics::{dead_letter_topic, TopicSpec, RECURRENCE_WORKER_GROUP, TASK_EVENTS};
-use shared_events::{CloudEvent, Priority, TaskEvent, TaskEventType, TaskSnapshot};
+use shared_events::{CloudEvent, TaskEventType, TaskSnapshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -100,42 +100,10 @@ async fn processed_ids(pool: &DbPool) -> BTreeSet<Uuid> {
 /// A valid `com.taskflow.task.updated` CloudEvent for a task.
 fn task_updated(id: Uuid, task_id: Uuid, version: i64) -> Vec<u8> {
     let now = Utc::now();
-    let task = TaskSnapshot {
-        id: task_id,
-        user_id: "alice".into(),
-        title: format!("task {task_id}"),
-        description: None,
-        completed: false,
-        completed_at: None,
-        priority: Priority::Low,
-        tags: vec!["shutdown-test".into()],
-        due_at: None,
-        timezone: "UTC".into(),
-        reminder_minutes_before: None,
-        recurrence: None,
-        series_id: task_id,
-        occurrence: 1,
-        version,
-        created_at: now,
-        updated_at: now,
-    };
-    let data = TaskEvent {
-        event_type: TaskEventType::Updated,
-        task_id,
-        user_id: "alice".into(),
-        series_id: task_id,
-        occurred_at: now,
-        task,
-    };
-    serde_json::to_vec(&CloudEvent::new(
-        id,
-        TaskEventType::Updated.cloudevent_type(),
-        task_id.to_string(),
-        now,
-        None,
-        data,
-    ))
-    .unwrap()
+    let mut task = TaskSnapshot::new(task_id, "alice", &format!("task {task_id}"), now);
+    task.version = version;
+    let event = CloudEvent::for_task(id, TaskEventType::Updated, task, now, None);
+    serde_json::to_vec(&event).unwrap()
 }
 
 /// One produced event and the partition it landed on.

@@ -175,6 +175,33 @@ impl CloudEvent<Value> {
     }
 }
 
+impl CloudEvent<TaskEvent> {
+    /// The event for a change of `task` (its subject is the task, its data the whole snapshot).
+    pub fn for_task(
+        id: Uuid,
+        event_type: TaskEventType,
+        task: TaskSnapshot,
+        time: DateTime<Utc>,
+        traceparent: Option<String>,
+    ) -> Self {
+        CloudEvent::new(
+            id,
+            event_type.cloudevent_type(),
+            task.id.to_string(),
+            time,
+            traceparent,
+            TaskEvent {
+                event_type,
+                task_id: task.id,
+                user_id: task.user_id.clone(),
+                series_id: task.series_id,
+                occurred_at: time,
+                task,
+            },
+        )
+    }
+}
+
 impl<D: Serialize> CloudEvent<D> {
     /// A new envelope with the fixed attributes filled in.
     pub fn new(

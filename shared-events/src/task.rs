@@ -90,6 +90,31 @@ pub struct TaskSnapshot {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TaskSnapshot {
+    /// A new pending task with every optional field empty: the first occurrence of its own series.
+    pub fn new(id: Uuid, user_id: &str, title: &str, now: DateTime<Utc>) -> Self {
+        TaskSnapshot {
+            id,
+            user_id: user_id.to_owned(),
+            title: title.to_owned(),
+            description: None,
+            completed: false,
+            completed_at: None,
+            priority: Priority::None,
+            tags: Vec::new(),
+            due_at: None,
+            timezone: "UTC".to_owned(),
+            reminder_minutes_before: None,
+            recurrence: None,
+            series_id: id,
+            occurrence: 1,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use shared_events::consumer::{
 };
 use shared_events::database::{self, DbPool};
 use shared_events::topics::{dead_letter_topic, TopicSpec};
-use shared_events::{processed, CloudEvent, Priority, TaskEvent, TaskEventType, TaskSnapshot};
+use shared_events::{processed, CloudEvent, TaskEventType, TaskSnapshot};
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -235,43 +235,9 @@ async fn fixture(partitions: i32) -> Fixture {
 
 /// A valid `com.taskflow.task.updated` CloudEvent with this id.
 fn task_event(id: Uuid) -> Vec<u8> {
-    let task_id = Uuid::now_v7();
     let now = Utc::now();
-    let task = TaskSnapshot {
-        id: task_id,
-        user_id: "alice".into(),
-        title: format!("task {id}"),
-        description: None,
-        completed: false,
-        completed_at: None,
-        priority: Priority::Medium,
-        tags: vec![],
-        due_at: None,
-        timezone: "UTC".into(),
-        reminder_minutes_before: None,
-        recurrence: None,
-        series_id: task_id,
-        occurrence: 1,
-        version: 2,
-        created_at: now,
-        updated_at: now,
-    };
-    let data = TaskEvent {
-        event_type: TaskEventType::Updated,
-        task_id,
-        user_id: "alice".into(),
-        series_id: task_id,
-        occurred_at: now,
-        task,
-    };
-    let event = CloudEvent::new(
-        id,
-        TaskEventType::Updated.cloudevent_type(),
-        task_id.to_string(),
-        now,
-        None,
-        data,
-    );
+    let task = TaskSnapshot::new(Uuid::now_v7(), "alice", &format!("task {id}"), now);
+    let event = CloudEvent::for_task(id, TaskEventType::Updated, task, now, None);
     serde_json::to_vec(&event).unwrap()
 }
 

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared_events::envelope::TASK_CHANGED_TYPE;
 use shared_events::topics::{TASK_EVENTS, TASK_UPDATES};
-use shared_events::{CloudEvent, TaskChanged, TaskEvent, TaskEventType, TaskSnapshot};
+use shared_events::{CloudEvent, TaskChanged, TaskEventType, TaskSnapshot};
 use uuid::Uuid;
 
 use crate::schema::outbox;
@@ -50,20 +50,12 @@ pub async fn record_task_change(
     now: DateTime<Utc>,
 ) -> QueryResult<Uuid> {
     let key = task.series_id.to_string();
-    let event = CloudEvent::new(
+    let event = CloudEvent::for_task(
         Uuid::now_v7(),
-        event_type.cloudevent_type(),
-        task.id.to_string(),
+        event_type,
+        task.clone(),
         now,
         traceparent.map(str::to_owned),
-        TaskEvent {
-            event_type,
-            task_id: task.id,
-            user_id: task.user_id.clone(),
-            series_id: task.series_id,
-            occurred_at: now,
-            task: task.clone(),
-        },
     );
     let notice = CloudEvent::new(
         Uuid::now_v7(),
