@@ -105,7 +105,7 @@ impl Metrics {
 }
 
 /// Middleware recording each request under its route pattern (never the raw path, which
-/// would give one time series per task id).
+/// would give one time series per task id), and logging it.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -117,14 +117,18 @@ pub async fn record(
         .unwrap_or_else(|| "unmatched".to_owned());
     let metrics = req.app_data::<Data<Metrics>>().cloned();
     let response = next.call(req).await?;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    // Inside TracingLogger's span, so the line carries the request id.
+    tracing::info!(%method, %route, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "request");
     if let Some(metrics) = metrics {
-        let status = response.status().as_u16().to_string();
+        let status = status.to_string();
         let labels = [method.as_str(), route.as_str(), status.as_str()];
         metrics.http_requests.with_label_values(&labels).inc();
         metrics
             .http_duration
             .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
     Ok(response)
 }
