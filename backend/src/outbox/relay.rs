@@ -178,7 +178,8 @@ impl Relay {
         Ok(())
     }
 
-    async fn prune(&self) -> anyhow::Result<()> {
+    /// Delete rows sent longer than the retention ago, and expired idempotency keys.
+    pub async fn prune(&self) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await?;
         let hours = (self.settings.retention.as_secs() / 3600).max(1) as i64;
         let pruned = diesel::sql_query(

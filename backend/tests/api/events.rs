@@ -586,3 +586,64 @@ async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
     .await;
     assert_eq!(events.len(), 1);
 }
+
+#[tokio::test]
+async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
+    use std::sync::Arc;
+
+    use backend::metrics::Metrics;
+    use backend::outbox::relay::Relay;
+    use backend::outbox::EventPathHealth;
+
+    let database = fresh_database().await;
+    let app = spawn_with(settings(&database)).await;
+    for i in 0..3 {
+        app.create(USER, json!({"title": format!("prune {i}")}))
+            .await;
+    }
+    // Two sent long ago, two sent recently, two never sent (all old).
+    app.execute(
+        "UPDATE outbox SET created_at = now() - interval '200 hours', \
+         sent_at = CASE WHEN seq <= 2 THEN now() - interval '100 hours' \
+                        WHEN seq <= 4 THEN now() - interval '1 hour' END",
+    )
+    .await;
+    app.execute(
+        "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, response_status, \
+         response_body, created_at) VALUES ('u', 'old', '\\x00', 201, '{}', now() - interval '25 hours'), \
+         ('u', 'new', '\\x00', 201, '{}', now())",
+    )
+    .await;
+    let mut s = settings(&database);
+    s.events.retention = Duration::from_secs(72 * 3600);
+    let relay = Relay::new(
+        app.pool.clone(),
+        database.clone(),
+        Arc::new(KafkaPublisher::new("127.0.0.1:1", Duration::from_secs(1)).unwrap()),
+        s.events,
+        Arc::new(Metrics::new().unwrap()),
+        Arc::new(EventPathHealth::default()),
+    );
+    relay.prune().await.unwrap();
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 4);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE seq <= 2")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM idempotency_keys WHERE idempotency_key = 'old'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM idempotency_keys")
+            .await,
+        1
+    );
+}
