@@ -2,16 +2,24 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backend::configuration::Settings;
+use backend::openapi::ApiDoc;
 use backend::startup::Application;
 use backend::{auth, db};
 use shared_events::telemetry;
+use utoipa::OpenApi;
 
-const USAGE: &str = "usage: backend [serve | migrate | topics | token USER_ID [TTL_SECONDS]]";
+const USAGE: &str =
+    "usage: backend [serve | migrate | topics | openapi | token USER_ID [TTL_SECONDS]]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if args == ["openapi"] {
+        // Needs no configuration: the document is generated from the code.
+        println!("{}", ApiDoc::openapi().to_pretty_json()?);
+        return Ok(());
+    }
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
     match args.as_slice() {

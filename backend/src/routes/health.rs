@@ -21,7 +21,7 @@ pub async fn health() -> HttpResponse {
 
 /// Ready when the database answers and is migrated. The event path is reported but does not
 /// make the API unready: the outbox keeps events while the broker or sidecar is away.
-#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200), (status = 503)))]
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "Database reachable and migrated; checks.event_path tells whether events flow"), (status = 503, description = "Database unreachable or not migrated")))]
 pub async fn ready(
     pool: Data<DbPool>,
     seen: Data<MigrationsSeen>,

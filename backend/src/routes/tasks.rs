@@ -104,8 +104,8 @@ impl From<diesel::result::Error> for Replay {
     request_body = TaskBody,
     responses(
         (status = 201, description = "Created", body = TaskSnapshot),
-        (status = 400, description = "Malformed JSON"), (status = 401), (status = 403),
-        (status = 413), (status = 415), (status = 422, description = "Invalid fields"),
+        (status = 400, description = "Malformed JSON"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
+        (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields"),
     ),
     security(("bearer" = []))
 )]
@@ -200,7 +200,7 @@ fn replayed(user_id: &str, status: u16, body: Value) -> HttpResponse {
         ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
         ("cursor" = Option<String>, Query),
     ),
-    responses((status = 200, body = TaskPage), (status = 400), (status = 401), (status = 403)),
+    responses((status = 200, description = "OK", body = TaskPage), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -228,7 +228,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
-    responses((status = 200, body = TaskSnapshot), (status = 401), (status = 403), (status = 404)),
+    responses((status = 200, description = "OK", body = TaskSnapshot), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -273,8 +273,8 @@ async fn apply_edit(
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskPatch,
     responses(
-        (status = 200, body = TaskSnapshot), (status = 400), (status = 401), (status = 403),
-        (status = 404), (status = 412), (status = 413), (status = 415), (status = 422),
+        (status = 200, description = "OK", body = TaskSnapshot), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
+        (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"), (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
 )]
@@ -296,8 +296,8 @@ pub async fn patch(
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskBody,
     responses(
-        (status = 200, body = TaskSnapshot), (status = 400), (status = 401), (status = 403),
-        (status = 404), (status = 412), (status = 413), (status = 415), (status = 422),
+        (status = 200, description = "OK", body = TaskSnapshot), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
+        (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"), (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
 )]
@@ -321,7 +321,7 @@ pub async fn replace(
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     responses(
         (status = 200, description = "The completed task; completing twice changes nothing", body = TaskSnapshot),
-        (status = 401), (status = 403), (status = 404), (status = 412),
+        (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"),
     ),
     security(("bearer" = []))
 )]
@@ -337,7 +337,7 @@ pub async fn complete(
 #[utoipa::path(
     delete, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 412)),
+    responses((status = 204, description = "Deleted"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version")),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -365,7 +365,7 @@ pub async fn delete(
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
     responses(
         (status = 200, description = "The task with recurrence.active = false", body = TaskSnapshot),
-        (status = 401), (status = 403), (status = 404), (status = 422),
+        (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
 )]
