@@ -226,3 +226,136 @@ impl<D: Serialize> CloudEvent<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task_event() -> CloudEvent<TaskEvent> {
+        let now = "2026-12-01T09:00:00Z".parse().unwrap();
+        let task = TaskSnapshot::new(Uuid::now_v7(), "alice", "t", now);
+        CloudEvent::for_task(Uuid::now_v7(), TaskEventType::Completed, task, now, None)
+    }
+
+    #[test]
+    fn every_task_event_type_maps_to_its_cloudevents_type_and_back() {
+        for t in TaskEventType::ALL {
+            let ce = t.cloudevent_type();
+            assert_eq!(ce, format!("com.taskflow.task.{}", t.as_str()));
+            assert_eq!(TaskEventType::from_cloudevent_type(ce), Some(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), json!(t.as_str()));
+        }
+        assert_eq!(TaskEventType::from_cloudevent_type(TASK_CHANGED_TYPE), None);
+    }
+
+    #[test]
+    fn a_task_event_has_the_structured_envelope() {
+        let event = task_event();
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["specversion"], "1.0");
+        assert_eq!(value["source"], "taskflow/backend");
+        assert_eq!(value["type"], "com.taskflow.task.completed");
+        assert_eq!(value["subject"], event.data.task_id.to_string());
+        assert_eq!(value["datacontenttype"], "application/json");
+        assert_eq!(value["time"], "2026-12-01T09:00:00Z");
+        assert!(value.get("traceparent").is_none(), "absent, not null");
+        assert_eq!(value["data"]["event_type"], "completed");
+        assert_eq!(
+            value["data"]["series_id"],
+            value["data"]["task"]["series_id"]
+        );
+    }
+
+    #[test]
+    fn decode_round_trips_and_keeps_extension_attributes() {
+        let event = task_event();
+        let mut value = serde_json::to_value(&event).unwrap();
+        value["pubsubname"] = json!("kafka-pubsub");
+        value["topic"] = json!("task-events");
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let (decoded, data) = CloudEvent::decode(Some(&bytes)).unwrap();
+        assert_eq!(decoded.id, event.id);
+        assert_eq!(decoded.extensions["pubsubname"], "kafka-pubsub");
+        assert_eq!(serde_json::to_value(&decoded).unwrap(), value);
+        match data {
+            EventData::Task(task) => assert_eq!(*task, event.data),
+            other => panic!("decoded as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reminders_and_change_notices_decode_by_type() {
+        let now: DateTime<Utc> = "2026-12-01T09:00:00Z".parse().unwrap();
+        let reminder = ReminderDue {
+            reminder_id: Uuid::now_v7(),
+            task_id: Uuid::now_v7(),
+            user_id: "alice".into(),
+            title: "t".into(),
+            due_at: now,
+            remind_at: now,
+        };
+        let ce = CloudEvent::new(
+            Uuid::now_v7(),
+            REMINDER_DUE_TYPE,
+            "s".into(),
+            now,
+            None,
+            &reminder,
+        );
+        let (_, data) = CloudEvent::decode(Some(&serde_json::to_vec(&ce).unwrap())).unwrap();
+        assert_eq!(data, EventData::Reminder(reminder));
+        let notice = TaskChanged {
+            event_type: TaskEventType::Updated,
+            task_id: Uuid::now_v7(),
+            user_id: "alice".into(),
+            version: 3,
+            occurred_at: now,
+        };
+        let ce = CloudEvent::new(
+            Uuid::now_v7(),
+            TASK_CHANGED_TYPE,
+            "s".into(),
+            now,
+            None,
+            &notice,
+        );
+        let (_, data) = CloudEvent::decode(Some(&serde_json::to_vec(&ce).unwrap())).unwrap();
+        assert_eq!(data, EventData::Changed(notice));
+    }
+
+    #[test]
+    fn undecodable_payloads_say_why() {
+        let good = serde_json::to_value(task_event()).unwrap();
+        let with = |key: &str, v: Value| {
+            let mut e = good.clone();
+            e[key] = v;
+            serde_json::to_vec(&e).unwrap()
+        };
+        let cases: Vec<(Option<Vec<u8>>, &str)> = vec![
+            (None, "no payload"),
+            (Some(vec![]), "no payload"),
+            (Some(b"\xff\x00garbage".to_vec()), "not a CloudEvent"),
+            (Some(b"{\"hello\": 1}".to_vec()), "not a CloudEvent"),
+            (Some(with("specversion", json!("0.3"))), "specversion"),
+            (
+                Some(with("type", json!("com.example.other"))),
+                "unknown event type",
+            ),
+            (
+                Some(with("data", json!({"task_id": 5}))),
+                "data does not match",
+            ),
+            (Some(with("id", json!("not-a-uuid"))), "not a CloudEvent"),
+        ];
+        for (payload, expected) in cases {
+            let err = CloudEvent::decode(payload.as_deref())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
+}

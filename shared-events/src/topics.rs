@@ -47,3 +47,24 @@ pub const TOPICS: [TopicSpec; 5] = [
 pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_consumed_topic_has_its_dead_letter_topic_in_the_list() {
+        for consumed in [TASK_EVENTS, REMINDERS] {
+            let dlq = dead_letter_topic(consumed);
+            assert!(TOPICS.iter().any(|t| t.name == dlq), "{dlq} missing");
+        }
+        assert_eq!(dead_letter_topic("task-events"), TASK_EVENTS_DLQ);
+        assert_eq!(
+            TOPICS[0],
+            TopicSpec {
+                name: TASK_EVENTS,
+                partitions: 3
+            }
+        );
+    }
+}
