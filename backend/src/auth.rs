@@ -35,6 +35,8 @@ pub struct Claims {
 pub struct Authenticator {
     hmac: Option<DecodingKey>,
     jwks: Option<RemoteKeys>,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 struct RemoteKeys {
@@ -107,7 +109,12 @@ impl Authenticator {
                 tracing::warn!(url = %remote.url, error = %e, "fetching the JWKS failed; will retry on demand");
             }
         }
-        Authenticator { hmac, jwks }
+        Authenticator {
+            hmac,
+            jwks,
+            issuer: settings.jwt_issuer.clone(),
+            audience: settings.jwt_audience.clone(),
+        }
     }
 
     /// The token's subject, or why it is not accepted.
@@ -139,14 +146,27 @@ impl Authenticator {
         };
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         let data = decode::<Claims>(token, &key, &validation).map_err(|e| {
             ApiError::Unauthorized(match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
                 ErrorKind::InvalidSignature => "the token's signature is invalid".to_owned(),
                 ErrorKind::ImmatureSignature => "the token is not valid yet".to_owned(),
                 ErrorKind::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+                ErrorKind::InvalidIssuer => "the token's issuer is not accepted".to_owned(),
+                ErrorKind::InvalidAudience => "the token is not meant for this service".to_owned(),
                 _ => format!("the token is invalid: {e}"),
             })
         })?;

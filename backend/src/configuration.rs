@@ -38,6 +38,10 @@ pub struct Settings {
     pub db_pool_size: usize,
     pub jwt_secret: Option<Secret>,
     pub jwt_jwks_url: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub jwt_audience: Option<String>,
     pub log_format: LogFormat,
     pub events: EventSettings,
 }
@@ -108,6 +112,8 @@ impl Settings {
             db_pool_size: 16,
             jwt_secret: Some(Secret::new(jwt_secret)),
             jwt_jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             log_format: LogFormat::Json,
             events: EventSettings::default(),
         }
@@ -140,6 +146,8 @@ impl Settings {
             db_pool_size,
             jwt_secret,
             jwt_jwks_url,
+            jwt_issuer: var("JWT_ISSUER"),
+            jwt_audience: var("JWT_AUDIENCE"),
             log_format,
             events: EventSettings {
                 relay_enabled: parsed("OUTBOX_RELAY_ENABLED", d.relay_enabled)?,

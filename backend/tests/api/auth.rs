@@ -504,3 +504,39 @@ async fn eddsa_tokens_from_a_jwks_are_checked_by_key_id() {
         200
     );
 }
+
+#[tokio::test]
+async fn issuer_and_audience_are_enforced_when_configured() {
+    let mut config = settings(&fresh_database().await);
+    config.jwt_issuer = Some("https://idp.example".into());
+    config.jwt_audience = Some("taskflow".into());
+    let app = spawn_with(config).await;
+    let with = |extra: Value| {
+        let mut c = claims(USER, 600);
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        format!("Bearer {}", hs_token(Algorithm::HS256, SECRET, &c))
+    };
+    let good = with(json!({"iss": "https://idp.example", "aud": "taskflow"}));
+    assert_eq!(list_with(&app, &good).await.status(), 200);
+    let many_audiences = with(json!({"iss": "https://idp.example", "aud": ["other", "taskflow"]}));
+    assert_eq!(list_with(&app, &many_audiences).await.status(), 200);
+    for (bad, says) in [
+        (json!({"aud": "taskflow"}), "iss"),
+        (
+            json!({"iss": "https://evil.example", "aud": "taskflow"}),
+            "issuer",
+        ),
+        (json!({"iss": "https://idp.example"}), "aud"),
+        (
+            json!({"iss": "https://idp.example", "aud": "other"}),
+            "not meant for this service",
+        ),
+    ] {
+        let res = list_with(&app, &with(bad.clone())).await;
+        let body = error_body(res, 401).await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{bad}: {message}");
+    }
+}
