@@ -33,6 +33,7 @@ diesel::table! {
         created_at -> Timestamptz,
         attempts -> Integer,
         last_error -> Nullable<Text>,
+        next_attempt_at -> Nullable<Timestamptz>,
         sent_at -> Nullable<Timestamptz>,
     }
 }

@@ -46,9 +46,14 @@ CREATE TABLE outbox (
     created_at timestamptz NOT NULL DEFAULT now(),
     attempts integer NOT NULL DEFAULT 0,
     last_error text,
+    -- Set on a failed publish: this row, and so its key's later rows, wait until then.
+    next_attempt_at timestamptz,
     sent_at timestamptz
 );
 CREATE INDEX outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
+-- Finds the keys whose head is waiting to be retried (few rows, so the claim stays cheap).
+CREATE INDEX outbox_delayed ON outbox (topic, message_key, seq)
+    WHERE sent_at IS NULL AND next_attempt_at IS NOT NULL;
 CREATE INDEX outbox_sent_at ON outbox (sent_at) WHERE sent_at IS NOT NULL;
 
 -- Wake the relay as soon as a transaction that wrote events commits.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use shared_events::publisher::{Outbound, PublishError, Publisher};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -51,6 +51,9 @@ struct Locked {
 struct Backlog {
     #[diesel(sql_type = BigInt)]
     pending: i64,
+    /// Rows waiting for their retry time after a failed publish.
+    #[diesel(sql_type = BigInt)]
+    delayed: i64,
     #[diesel(sql_type = Double)]
     oldest_seconds: f64,
 }
@@ -100,6 +103,7 @@ impl Relay {
         let batch_size = self.settings.batch_size;
         let publisher = self.publisher.clone();
         let metrics = self.metrics.clone();
+        let max_backoff = self.settings.max_backoff.as_secs_f64();
         conn.transaction::<_, anyhow::Error, _>(async |conn| {
             let Locked { locked } = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
                 .bind::<BigInt, _>(RELAY_LOCK)
@@ -108,9 +112,16 @@ impl Relay {
             if !locked {
                 return Ok(Pass { standby: true, ..Pass::default() });
             }
+            // Oldest first, skipping every key whose head is waiting to be retried: one failing
+            // key must neither overtake its own later rows nor hold up anyone else's.
             let rows: Vec<Pending> = diesel::sql_query(
-                "SELECT id, topic, message_key, event_type, payload::text AS payload, payload->>'traceparent' AS traceparent FROM outbox \
-                 WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "SELECT id, topic, message_key, event_type, payload::text AS payload, \
+                        payload->>'traceparent' AS traceparent \
+                 FROM outbox o WHERE sent_at IS NULL AND NOT EXISTS ( \
+                     SELECT 1 FROM outbox d WHERE d.sent_at IS NULL AND d.next_attempt_at IS NOT NULL \
+                       AND d.topic = o.topic AND d.message_key = o.message_key AND d.seq <= o.seq \
+                       AND d.next_attempt_at > now()) \
+                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
             )
             .bind::<BigInt, _>(batch_size)
             .load(conn)
@@ -128,11 +139,17 @@ impl Relay {
             }
             for (row, error) in &outcome.failed {
                 metrics.outbox_publish_failures.with_label_values(&[row.topic.as_str()]).inc();
-                diesel::sql_query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                    .bind::<SqlUuid, _>(row.id)
-                    .bind::<Text, _>(error.to_string())
-                    .execute(conn)
-                    .await?;
+                // Capped exponential backoff for this key: 0.1 s, 0.2 s, 0.4 s ... max_backoff.
+                diesel::sql_query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+                     next_attempt_at = clock_timestamp() + make_interval(secs => least($3, 0.1 * power(2, least(attempts, 30)))) \
+                     WHERE id = $1",
+                )
+                .bind::<SqlUuid, _>(row.id)
+                .bind::<Text, _>(error.to_string())
+                .bind::<Double, _>(max_backoff)
+                .execute(conn)
+                .await?;
             }
             Ok(Pass {
                 claimed,
@@ -162,10 +179,12 @@ impl Relay {
         }
     }
 
-    async fn refresh_backlog(&self) -> anyhow::Result<()> {
+    /// Update the backlog gauges; returns how many rows wait for a retry.
+    async fn refresh_backlog(&self) -> anyhow::Result<i64> {
         let mut conn = self.pool.get().await?;
         let backlog: Backlog = diesel::sql_query(
             "SELECT count(*) AS pending, \
+                    count(*) FILTER (WHERE next_attempt_at > now()) AS delayed, \
                     coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds \
              FROM outbox WHERE sent_at IS NULL",
         )
@@ -175,10 +194,11 @@ impl Relay {
         self.metrics
             .outbox_oldest_age_seconds
             .set(backlog.oldest_seconds as i64);
-        Ok(())
+        Ok(backlog.delayed)
     }
 
-    /// Delete rows sent longer than the retention ago, and expired idempotency keys.
+    /// Delete rows sent longer than the retention ago, expired idempotency keys, and consumers'
+    /// processed-event records older than 30 days.
     pub async fn prune(&self) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await?;
         let hours = (self.settings.retention.as_secs() / 3600).max(1) as i64;
@@ -189,8 +209,19 @@ impl Relay {
         .execute(&mut conn)
         .await?;
         let keys = crate::idempotency::prune(&mut conn).await?;
-        if pruned + keys > 0 {
-            tracing::info!(outbox_rows = pruned, idempotency_keys = keys, "pruned");
+        // Far longer than any topic keeps messages (7 days), so a redelivery is always recognised.
+        let processed = diesel::sql_query(
+            "DELETE FROM processed_events WHERE processed_at < now() - interval '30 days'",
+        )
+        .execute(&mut conn)
+        .await?;
+        if pruned + keys + processed > 0 {
+            tracing::info!(
+                outbox_rows = pruned,
+                idempotency_keys = keys,
+                processed_events = processed,
+                "pruned"
+            );
         }
         Ok(())
     }
@@ -213,9 +244,11 @@ impl Relay {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(publisher = self.publisher.name(), "outbox relay started");
         let mut listener = self.listener().await;
+        // Failures of the relay itself (database); publish failures back off per key instead.
         let mut failures: u32 = 0;
         let mut last_prune = Instant::now() - Duration::from_secs(3600);
         let mut last_check = Instant::now() - IDLE_CHECK_INTERVAL;
+        let mut last_problem: Option<String> = None;
         loop {
             let wait = if failures == 0 {
                 self.settings.poll_interval
@@ -228,7 +261,11 @@ impl Relay {
                     match listener.as_mut() {
                         Some(conn) => {
                             let mut stream = std::pin::pin!(conn.notifications_stream());
-                            matches!(stream.next().await, Some(Ok(_)))
+                            let alive = matches!(stream.next().await, Some(Ok(_)));
+                            // One pass publishes everything committed so far: take the whole
+                            // burst of notifications, not one pass each.
+                            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+                            alive
                         }
                         None => std::future::pending().await,
                     }
@@ -236,50 +273,59 @@ impl Relay {
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => break,
                     _ = tokio::time::sleep(wait) => {}
-                    alive = notified, if failures == 0 => if !alive { listener = None; },
+                    alive = notified => if !alive { listener = None; },
                 }
             }
             if listener.is_none() {
                 listener = self.listener().await;
             }
             match self.drain().await {
-                Ok(Pass {
-                    failure: None,
-                    claimed,
-                    ..
-                }) => {
-                    if failures > 0 {
-                        tracing::info!("event path recovered");
-                    }
+                Ok(pass) => {
                     failures = 0;
-                    if claimed > 0 {
+                    // Only the publishing relay looks at the backlog; standbys stay cheap.
+                    let delayed = if pass.standby {
+                        0
+                    } else {
+                        self.refresh_backlog().await.unwrap_or_else(|e| {
+                            tracing::debug!(error = %e, "outbox backlog query failed");
+                            0
+                        })
+                    };
+                    let failed = pass.failure.is_some();
+                    if let Some(reason) = pass.failure {
+                        tracing::warn!(%reason, "publishing failed; those keys wait in the outbox");
+                        last_problem = Some(reason);
+                    }
+                    if failed || delayed > 0 {
+                        let reason = last_problem
+                            .as_deref()
+                            .unwrap_or("earlier publish failures");
+                        self.health.degraded(format!(
+                            "publish failing: {delayed} event(s) waiting to be retried ({reason})"
+                        ));
+                    } else if pass.claimed > 0 {
+                        if last_problem.take().is_some() {
+                            tracing::info!("event path recovered");
+                        }
                         self.health.healthy();
                         last_check = Instant::now();
                     } else if last_check.elapsed() >= IDLE_CHECK_INTERVAL {
                         // Nothing to publish says nothing about the broker: ask it.
                         last_check = Instant::now();
                         match self.publisher.check().await {
-                            Ok(()) => self.health.healthy(),
+                            Ok(()) => {
+                                last_problem = None;
+                                self.health.healthy()
+                            }
                             Err(e) => self.health.degraded(format!("publisher unreachable: {e}")),
                         }
                     }
-                }
-                Ok(Pass {
-                    failure: Some(reason),
-                    ..
-                }) => {
-                    failures += 1;
-                    tracing::warn!(%reason, failures, "publishing failed; events wait in the outbox");
-                    self.health.degraded(format!("publish failing: {reason}"));
                 }
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, failures, "outbox relay pass failed");
                     self.health.degraded(format!("outbox relay: {e}"));
                 }
-            }
-            if let Err(e) = self.refresh_backlog().await {
-                tracing::debug!(error = %e, "outbox backlog query failed");
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = Instant::now();

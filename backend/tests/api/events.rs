@@ -647,3 +647,75 @@ async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
         1
     );
 }
+
+#[tokio::test]
+async fn one_failing_key_holds_up_only_itself() {
+    let brokers = topics().await;
+    let sidecar = TestSidecar::start(&brokers, "kafka-pubsub").await;
+    let mut s = settings(&fresh_database().await);
+    s.events.relay_enabled = true;
+    s.events.publisher = PublisherKind::Dapr;
+    s.events.dapr_http_endpoint = sidecar.endpoint.clone();
+    s.events.kafka_brokers = brokers.clone();
+    // Smaller than the stuck key's backlog: healthy keys must still get through.
+    s.events.batch_size = 20;
+    s.events.max_backoff = Duration::from_millis(500);
+    let app = spawn_with(s).await;
+
+    let stuck = app.create(USER, json!({"title": "stuck"})).await;
+    let stuck_id = stuck["id"].as_str().unwrap().to_owned();
+    let first = read(&brokers, "task-events", 1, ARRIVAL, |r| {
+        task_id(r) == stuck_id
+    })
+    .await;
+    assert_eq!(first.len(), 1, "published before the failure");
+    *sidecar.failing_key.lock().unwrap() = Some(stuck_id.clone());
+    for round in 1..=30 {
+        let res = patch(
+            &app,
+            &stuck_id,
+            "",
+            json!({"title": format!("stuck {round}")}),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+    }
+    let mut others = HashSet::new();
+    for i in 0..20 {
+        let task = app
+            .create(USER, json!({"title": format!("healthy {i}")}))
+            .await;
+        others.insert(task["id"].as_str().unwrap().to_owned());
+    }
+    let healthy = read(&brokers, "task-events", 20, ARRIVAL, |r| {
+        others.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!(healthy.len(), 20, "other keys flow while one key fails");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND message_key = '{stuck_id}'"
+        ))
+        .await,
+        60,
+        "the failing key's updates (both topics) wait"
+    );
+    let status = degraded(&app).await;
+    assert!(
+        status["checks"]["event_path"]
+            .as_str()
+            .unwrap()
+            .contains("retried"),
+        "{status}"
+    );
+
+    *sidecar.failing_key.lock().unwrap() = None;
+    let events = read(&brokers, "task-events", 31, ARRIVAL, |r| {
+        task_id(r) == stuck_id
+    })
+    .await;
+    assert_eq!(events.len(), 31);
+    assert_once_and_in_order(&events);
+    drained(&app).await;
+    sidecar.stop().await;
+}

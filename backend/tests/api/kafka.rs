@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web::{self, Bytes, Data, Path, Query};
@@ -130,6 +130,8 @@ pub struct TestSidecar {
     pub endpoint: String,
     /// While set, publish and health answer 500 (a sidecar whose broker is away).
     pub failing: Arc<AtomicBool>,
+    /// While set, publishes with this partition key answer 500 (one partition away).
+    pub failing_key: Arc<Mutex<Option<String>>>,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -137,6 +139,7 @@ struct SidecarState {
     pubsub: String,
     producer: FutureProducer,
     failing: Arc<AtomicBool>,
+    failing_key: Arc<Mutex<Option<String>>>,
 }
 
 async fn outbound_health(state: Data<SidecarState>) -> HttpResponse {
@@ -159,7 +162,9 @@ async fn publish(
         return HttpResponse::NotFound()
             .json(serde_json::json!({"errorCode": "ERR_PUBSUB_NOT_FOUND", "message": format!("pubsub {pubsub} not found")}));
     }
-    if state.failing.load(Ordering::SeqCst) {
+    let key = query.get("metadata.partitionKey").cloned();
+    let key_fails = key.is_some() && *state.failing_key.lock().unwrap() == key;
+    if state.failing.load(Ordering::SeqCst) || key_fails {
         return HttpResponse::InternalServerError()
             .json(serde_json::json!({"errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE", "message": "broker unavailable"}));
     }
@@ -187,7 +192,6 @@ async fn publish(
     event.insert("traceparent".into(), Value::String(traceparent));
     event.insert("tracestate".into(), Value::String(String::new()));
     let payload = serde_json::to_vec(&event).unwrap();
-    let key = query.get("metadata.partitionKey").cloned();
     let mut headers = OwnedHeaders::new();
     for (name, value) in query.iter() {
         if let Some(h) = name.strip_prefix("metadata.") {
@@ -236,10 +240,12 @@ impl TestSidecar {
             .create()
             .expect("sidecar producer");
         let failing = Arc::new(AtomicBool::new(false));
+        let failing_key = Arc::new(Mutex::new(None));
         let state = Data::new(SidecarState {
             pubsub: pubsub.to_owned(),
             producer,
             failing: failing.clone(),
+            failing_key: failing_key.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -258,6 +264,7 @@ impl TestSidecar {
         TestSidecar {
             endpoint,
             failing,
+            failing_key,
             server: handle,
         }
     }
