@@ -114,6 +114,23 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize
     diesel::delete(tasks::table.find(id)).execute(conn).await
 }
 
+/// Lock every occurrence of a series, in id order, for the rest of the transaction.
+pub async fn lock_series(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    series_id: Uuid,
+) -> QueryResult<usize> {
+    tasks::table
+        .filter(tasks::user_id.eq(user_id))
+        .filter(tasks::series_id.eq(series_id))
+        .order(tasks::id)
+        .select(tasks::id)
+        .for_update()
+        .load::<Uuid>(conn)
+        .await
+        .map(|ids| ids.len())
+}
+
 /// Set `recurrence.active = false` on every still-active occurrence of the series.
 pub async fn deactivate_series(
     conn: &mut AsyncPgConnection,

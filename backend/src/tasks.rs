@@ -197,7 +197,14 @@ pub async fn cancel_recurrence(
     ctx: &Change<'_>,
     id: Uuid,
 ) -> Result<TaskRow, ApiError> {
-    let row = store::find(conn, ctx.user_id, id, true)
+    let series_id = store::find(conn, ctx.user_id, id, false)
+        .await?
+        .ok_or(NOT_FOUND)?
+        .series_id;
+    // Lock the whole series in id order before changing any of it: two cancels (or a cancel and
+    // an edit) on different occurrences then queue instead of deadlocking.
+    store::lock_series(conn, ctx.user_id, series_id).await?;
+    let row = store::find(conn, ctx.user_id, id, false)
         .await?
         .ok_or(NOT_FOUND)?;
     if row.recurrence.is_none() {

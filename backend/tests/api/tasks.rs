@@ -435,3 +435,46 @@ async fn a_failed_event_write_rolls_back_the_change() {
     assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 1);
     assert_eq!(app.outbox("task-events").await.len(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_cancels_on_one_series_all_succeed() {
+    let app = spawn_app().await;
+    let task = app
+        .create(
+            USER,
+            json!({"title": "series", "due_at": "2026-12-01T09:00:00Z", "recurrence": "daily"}),
+        )
+        .await;
+    let first = task["id"].as_str().unwrap().to_owned();
+    let second = uuid::Uuid::now_v7().to_string();
+    // A second occurrence of the series, as the recurrence worker would create it.
+    app.execute(&format!(
+        "INSERT INTO tasks (id, user_id, title, recurrence, series_id, occurrence, created_at, updated_at, due_at) \
+         SELECT '{second}', user_id, title, recurrence, series_id, 2, now(), now(), due_at + interval '1 day' \
+         FROM tasks WHERE id = '{first}'"
+    ))
+    .await;
+    // Each cancel locks the series; crossing each other they used to deadlock (a 500).
+    let paths: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                "/{}/recurrence/cancel",
+                if i % 2 == 0 { &first } else { &second }
+            )
+        })
+        .collect();
+    let cancels = paths.iter().map(|p| send(&app, Method::POST, p, None));
+    for res in futures::future::join_all(cancels).await {
+        assert_eq!(res.status(), 200);
+    }
+    let cancels = app
+        .outbox("task-events")
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "com.taskflow.task.recurrence_cancelled")
+        .count();
+    assert_eq!(
+        cancels, 2,
+        "one event per occurrence, however many requests"
+    );
+}
