@@ -14,7 +14,7 @@ use jsonwebtoken::{
     decode, decode_header, Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 
 use crate::configuration::Settings;
 use crate::error::ApiError;
@@ -42,21 +42,33 @@ pub struct Authenticator {
 struct RemoteKeys {
     url: String,
     client: reqwest::Client,
-    cache: RwLock<(JwkSet, Option<Instant>)>,
+    keys: RwLock<JwkSet>,
+    /// When the JWKS was last asked for, whatever the answer; held during a fetch, so
+    /// concurrent requests for unknown keys cause one fetch, not one each.
+    last_attempt: Mutex<Option<Instant>>,
 }
 
 impl RemoteKeys {
-    async fn fetch(&self) -> anyhow::Result<()> {
-        let set: JwkSet = self
-            .client
-            .get(&self.url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        *self.cache.write().await = (set, Some(Instant::now()));
-        Ok(())
+    /// Fetch the JWKS, unless that was tried less than [`JWKS_REFRESH_MIN`] ago.
+    async fn refresh(&self) {
+        let mut last = self.last_attempt.lock().await;
+        if last.is_some_and(|at| at.elapsed() < JWKS_REFRESH_MIN) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let fetched = async {
+            self.client
+                .get(&self.url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<JwkSet>()
+                .await
+        };
+        match fetched.await {
+            Ok(set) => *self.keys.write().await = set,
+            Err(e) => tracing::warn!(url = %self.url, error = %e, "fetching the JWKS failed"),
+        }
     }
 
     async fn key(&self, kid: &str) -> Option<DecodingKey> {
@@ -73,19 +85,11 @@ impl RemoteKeys {
                 })
                 .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
         };
-        let stale = {
-            let cache = self.cache.read().await;
-            if let Some(key) = lookup(&cache.0) {
-                return Some(key);
-            }
-            cache.1.is_none_or(|at| at.elapsed() >= JWKS_REFRESH_MIN)
-        };
-        if stale {
-            if let Err(e) = self.fetch().await {
-                tracing::warn!(url = %self.url, error = %e, "fetching the JWKS failed");
-            }
+        if let Some(key) = lookup(&*self.keys.read().await) {
+            return Some(key);
         }
-        lookup(&self.cache.read().await.0)
+        self.refresh().await;
+        lookup(&*self.keys.read().await)
     }
 }
 
@@ -102,12 +106,11 @@ impl Authenticator {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
-            cache: RwLock::new((JwkSet::default(), None)),
+            keys: RwLock::new(JwkSet::default()),
+            last_attempt: Mutex::new(None),
         });
         if let Some(remote) = &jwks {
-            if let Err(e) = remote.fetch().await {
-                tracing::warn!(url = %remote.url, error = %e, "fetching the JWKS failed; will retry on demand");
-            }
+            remote.refresh().await;
         }
         Authenticator {
             hmac,
@@ -146,6 +149,7 @@ impl Authenticator {
         };
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);

@@ -1,6 +1,6 @@
 //! Task request bodies and their validation into [`TaskFields`] ("parse, don't validate").
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -191,9 +191,17 @@ fn tags(raw: Vec<String>) -> Result<Vec<String>, String> {
 }
 
 pub fn parse_datetime(raw: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(raw.trim())
+    let at = DateTime::parse_from_rfc3339(raw.trim())
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| format!("must be an RFC 3339 date-time such as 2026-12-01T09:00:00Z ({e})"))
+        .map_err(|e| format!("must be an RFC 3339 date-time such as 2026-12-01T09:00:00Z ({e})"))?;
+    // In UTC too it must have a four-digit year, or the API could not write it back as RFC 3339.
+    if (1..=9999).contains(&at.year()) {
+        Ok(at)
+    } else {
+        Err(format!(
+            "must fall within the years 0001 to 9999 in UTC (got {raw:?})"
+        ))
+    }
 }
 
 fn timezone(raw: &str) -> Result<Tz, String> {
@@ -472,6 +480,20 @@ mod tests {
         .contains_key("tags"));
         let dup: Vec<String> = (0..30).map(|_| "same".to_owned()).collect();
         assert_eq!(fields(json!({"title": "t", "tags": dup})).tags.len(), 1);
+    }
+
+    #[test]
+    fn due_at_must_stay_writable_as_rfc_3339_in_utc() {
+        for edge in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:30:00+01:00"] {
+            assert!(
+                parse_datetime(edge).unwrap_err().contains("0001 to 9999"),
+                "{edge}"
+            );
+        }
+        assert_eq!(
+            parse_datetime("9999-12-31T23:59:59Z").unwrap().to_rfc3339(),
+            "9999-12-31T23:59:59+00:00"
+        );
     }
 
     #[test]

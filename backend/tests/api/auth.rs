@@ -540,3 +540,70 @@ async fn issuer_and_audience_are_enforced_when_configured() {
         assert!(message.contains(says), "{bad}: {message}");
     }
 }
+
+#[tokio::test]
+async fn a_failing_identity_provider_is_asked_at_most_every_30_seconds() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let server = HttpServer::new(move || {
+        let counted = counted.clone();
+        App::new().route(
+            "/jwks",
+            web::get().to(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { HttpResponse::ServiceUnavailable().finish() }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    let mut config = settings(&fresh_database().await);
+    config.jwt_jwks_url = Some(format!("http://127.0.0.1:{port}/jwks"));
+    let app = spawn_with(config).await;
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "fetched once at start-up"
+    );
+    // Tokens naming unknown keys, many at once: none may trigger another fetch yet.
+    let token = ed_token(ED_PRIVATE_PKCS8_HEX, Some("rotated"), &claims(USER, 600));
+    let authorization = format!("Bearer {token}");
+    let requests = (0..40).map(|_| list_with(&app, &authorization));
+    for res in futures::future::join_all(requests).await {
+        assert_eq!(error_body(res, 401).await["error"]["code"], "unauthorized");
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_is_401() {
+    let app = spawn_app().await;
+    let mut early = claims(USER, 600);
+    early["nbf"] = json!(now() + 300);
+    let res = list_with(
+        &app,
+        &format!("Bearer {}", hs_token(Algorithm::HS256, SECRET, &early)),
+    )
+    .await;
+    let body = error_body(res, 401).await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid yet"));
+    // Within the leeway it is accepted.
+    early["nbf"] = json!(now() + 5);
+    let res = list_with(
+        &app,
+        &format!("Bearer {}", hs_token(Algorithm::HS256, SECRET, &early)),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+}

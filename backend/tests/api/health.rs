@@ -332,3 +332,28 @@ async fn openapi_is_3_1_and_lists_every_operation() {
         assert!(params.contains(name), "{name}");
     }
 }
+
+#[tokio::test]
+async fn invented_http_methods_share_one_metrics_label() {
+    let app = spawn_app().await;
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method, format!("{}/health", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error());
+    }
+    let metrics = get(&app, "/metrics").await.text().await.unwrap();
+    assert!(
+        !metrics.contains("method=\"M1X\""),
+        "a series per invented method"
+    );
+    assert!(
+        metrics
+            .contains("http_requests_total{method=\"other\",route=\"/health\",status=\"405\"} 20"),
+        "{metrics}"
+    );
+}

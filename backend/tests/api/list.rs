@@ -449,17 +449,27 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
 #[tokio::test]
 async fn extreme_due_dates_sort_and_paginate() {
     let app = spawn_app().await;
-    // In UTC these are 2 BC and AD 10000: outside four-digit years, still valid instants.
+    // The first and last instants whose UTC form has a four-digit year.
     let earliest = create(
         &app,
-        json!({"title": "a", "due_at": "0000-01-01T00:00:00+14:00"}),
+        json!({"title": "a", "due_at": "0001-01-01T00:00:00Z"}),
     )
     .await;
     let latest = create(
         &app,
-        json!({"title": "b", "due_at": "9999-12-31T23:59:59-23:59"}),
+        json!({"title": "b", "due_at": "9999-12-31T23:59:59Z"}),
     )
     .await;
+    // In UTC these are 2 BC and AD 10000: no RFC 3339 form to hand back, so refused.
+    for outside in ["0000-01-01T00:00:00+14:00", "9999-12-31T23:59:59-23:59"] {
+        let res = app
+            .as_user(USER, Method::POST, &format!("/api/{USER}/tasks"))
+            .json(&json!({"title": "x", "due_at": outside}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "{outside}");
+    }
     let middle = create(
         &app,
         json!({"title": "c", "due_at": "2026-01-01T00:00:00Z"}),
@@ -478,7 +488,7 @@ async fn extreme_due_dates_sort_and_paginate() {
         vec![latest, middle, earliest, undated]
     );
     assert_eq!(
-        ids(&app.list(USER, "due_before=0001-01-01T00:00:00Z").await).len(),
+        ids(&app.list(USER, "due_before=0001-01-01T00:00:01Z").await).len(),
         1
     );
 }
