@@ -114,8 +114,12 @@ async fn publisher(settings: &EventSettings) -> anyhow::Result<Arc<dyn Publisher
             Arc::new(kafka)
         }
         PublisherKind::Dapr => {
-            let dapr = DaprPublisher::new(&settings.dapr_http_endpoint, &settings.dapr_pubsub_name)
-                .context("creating the Dapr client")?;
+            let dapr = DaprPublisher::new(
+                &settings.dapr_http_endpoint,
+                &settings.dapr_pubsub_name,
+                settings.publish_timeout,
+            )
+            .context("creating the Dapr client")?;
             // Serving before the sidecar can publish only fills the outbox; wait a while for it.
             if let Err(e) = dapr.wait_until_ready(settings.publish_timeout).await {
                 tracing::warn!(error = %e, "Dapr sidecar not ready; events wait in the outbox");

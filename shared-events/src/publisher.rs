@@ -153,12 +153,11 @@ pub struct DaprPublisher {
 }
 
 impl DaprPublisher {
-    /// `endpoint` is the sidecar's HTTP address, e.g. `http://127.0.0.1:3500`.
-    pub fn new(endpoint: &str, pubsub: &str) -> Result<Self, reqwest::Error> {
+    /// `endpoint` is the sidecar's HTTP address, e.g. `http://127.0.0.1:3500`; one call may
+    /// take at most `timeout`.
+    pub fn new(endpoint: &str, pubsub: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
         Ok(DaprPublisher {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            client: reqwest::Client::builder().timeout(timeout).build()?,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             pubsub: pubsub.to_owned(),
         })
@@ -168,7 +167,14 @@ impl DaprPublisher {
     pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), PublishError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match self.check().await {
+            let answer = tokio::time::timeout_at(deadline, self.check())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(PublishError::Unavailable(format!(
+                        "dapr sidecar not ready within {timeout:?}"
+                    )))
+                });
+            match answer {
                 Ok(()) => return Ok(()),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
@@ -212,11 +218,12 @@ impl Publisher for DaprPublisher {
                 "dapr publish to {} returned {status}: {body}",
                 message.topic
             );
-            match status {
-                StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
-                    Err(PublishError::Misconfigured(detail))
-                }
-                _ => Err(PublishError::Unavailable(detail)),
+            // 4xx: the sidecar refused this request (403 access control, 404 unknown pub/sub or
+            // topic, ...), which only a configuration change fixes; 5xx: it could not deliver.
+            if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+                Err(PublishError::Misconfigured(detail))
+            } else {
+                Err(PublishError::Unavailable(detail))
             }
         })
     }

@@ -32,6 +32,9 @@ async fn relaying_app(
     s.events.max_backoff = Duration::from_millis(500);
     if let Some(endpoint) = dapr {
         s.events.dapr_http_endpoint = endpoint.to_owned();
+        // A request that times out may still have been delivered (a duplicate by id): give the
+        // one-worker test sidecar the time a real one would get.
+        s.events.publish_timeout = Duration::from_secs(10);
     }
     spawn_with(s).await
 }
@@ -299,7 +302,8 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
     }
     let rows = app.outbox("task-events").await;
     let kafka = KafkaPublisher::new(&brokers, Duration::from_secs(10)).unwrap();
-    let dapr = DaprPublisher::new(&sidecar.endpoint, "kafka-pubsub").unwrap();
+    let dapr =
+        DaprPublisher::new(&sidecar.endpoint, "kafka-pubsub", Duration::from_secs(10)).unwrap();
     dapr.wait_until_ready(Duration::from_secs(5)).await.unwrap();
     for (event_type, payload) in &rows {
         let bytes = serde_json::to_vec(payload).unwrap();
@@ -357,7 +361,8 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
         );
     }
     // A pub/sub the sidecar does not know is a configuration error, not something to retry.
-    let unknown = DaprPublisher::new(&sidecar.endpoint, "no-such-pubsub").unwrap();
+    let unknown =
+        DaprPublisher::new(&sidecar.endpoint, "no-such-pubsub", Duration::from_secs(10)).unwrap();
     let err = unknown
         .publish(Outbound {
             topic: "task-events",
@@ -659,6 +664,7 @@ async fn one_failing_key_holds_up_only_itself() {
     s.events.kafka_brokers = brokers.clone();
     // Smaller than the stuck key's backlog: healthy keys must still get through.
     s.events.batch_size = 20;
+    s.events.publish_timeout = Duration::from_secs(10);
     s.events.max_backoff = Duration::from_millis(500);
     let app = spawn_with(s).await;
 
