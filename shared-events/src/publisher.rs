@@ -81,7 +81,8 @@ pub fn headers(message: &Outbound<'_>) -> OwnedHeaders {
 }
 
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: std::sync::RwLock<FutureProducer>,
 }
 
 impl KafkaPublisher {
@@ -89,7 +90,8 @@ impl KafkaPublisher {
     /// `fnv1a_random` partitioner places a key where Dapr's Sarama producer would.
     /// `message_timeout` bounds how long one publish may wait for an unreachable broker.
     pub fn new(brokers: &str, message_timeout: Duration) -> Result<Self, KafkaError> {
-        let producer = client_config(brokers)
+        let mut config = client_config(brokers);
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
@@ -98,15 +100,45 @@ impl KafkaPublisher {
             .set(
                 "message.timeout.ms",
                 message_timeout.as_millis().to_string(),
-            )
-            .create()?;
-        Ok(KafkaPublisher { producer })
+            );
+        let producer = config.create()?;
+        Ok(KafkaPublisher {
+            config,
+            producer: std::sync::RwLock::new(producer),
+        })
     }
 
-    /// Wait for messages still queued in librdkafka (used on shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
-            tracing::warn!(error = %e, "flushing the Kafka producer failed");
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// An idempotent producer that hit a fatal error (its sequence state no longer matches the
+    /// broker's) refuses every later message: start a new one. What failed stays in the outbox
+    /// and is published again by the new producer.
+    fn replace_if_fatal(&self, failed: &FutureProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.client().fatal_error().is_none() {
+            return; // another publish already replaced it
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it");
+                let broken = std::mem::replace(&mut *current, fresh);
+                // Destroying a client waits on librdkafka's threads: not on the async runtime.
+                std::thread::spawn(move || drop(broken));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Kafka producer hit a fatal error and could not be replaced")
+            }
         }
     }
 }
@@ -118,17 +150,20 @@ impl Publisher for KafkaPublisher {
                 .key(message.key)
                 .payload(message.payload)
                 .headers(headers(&message));
-            self.producer
-                .send(record, Duration::from_secs(5))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| PublishError::Unavailable(format!("kafka: {e}")))
+            let producer = self.producer();
+            match producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => Ok(()),
+                Err((e, _)) => {
+                    self.replace_if_fatal(&producer);
+                    Err(PublishError::Unavailable(format!("kafka: {e}")))
+                }
+            }
         })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), PublishError>> {
         Box::pin(async move {
-            let producer = self.producer.clone();
+            let producer = self.producer();
             tokio::task::spawn_blocking(move || {
                 producer
                     .client()

@@ -725,3 +725,49 @@ async fn one_failing_key_holds_up_only_itself() {
     drained(&app).await;
     sidecar.stop().await;
 }
+
+/// An idempotent producer that hits a fatal error refuses every later message; the relay must
+/// replace it rather than fail forever. The mock cluster injects the error.
+#[tokio::test]
+async fn a_fatal_producer_error_is_survived() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("task-events", 3, 1).unwrap();
+    cluster.create_topic("task-updates", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let app = relaying_app(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &brokers,
+        None,
+    )
+    .await;
+    app.create(USER, json!({"title": "before"})).await;
+    drained(&app).await;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 3],
+    );
+    let mut ids = HashSet::new();
+    for i in 0..20 {
+        let task = app
+            .create(USER, json!({"title": format!("after {i}")}))
+            .await;
+        ids.insert(task["id"].as_str().unwrap().to_owned());
+    }
+    let events = read(&brokers, "task-events", 20, ARRIVAL, |r| {
+        ids.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!(events.len(), 20);
+    assert_once_and_in_order(&events);
+    drained(&app).await;
+    assert!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE attempts > 0")
+            .await
+            > 0,
+        "the injected error made a publish fail"
+    );
+}
