@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use backend::configuration::PublisherKind;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use reqwest::Method;
 use serde_json::{json, Value};
 use shared_events::publisher::{DaprPublisher, KafkaPublisher, Outbound, PublishError, Publisher};
@@ -477,10 +478,12 @@ async fn two_relays_publish_each_row_once() {
     drained(&first).await;
 }
 
-/// librdkafka's mock cluster keeps its data across `broker_down`/`broker_up`, which Tansu's
-/// memory engine cannot.
-#[tokio::test]
-async fn broker_outage_while_500_tasks_are_written_loses_nothing() {
+/// An app relaying to a fresh librdkafka mock cluster with the system's event topics.
+async fn on_mock_cluster() -> (
+    MockCluster<'static, DefaultProducerContext>,
+    String,
+    TestApp,
+) {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("task-events", 3, 1).unwrap();
     cluster.create_topic("task-updates", 1, 1).unwrap();
@@ -492,6 +495,14 @@ async fn broker_outage_while_500_tasks_are_written_loses_nothing() {
         None,
     )
     .await;
+    (cluster, brokers, app)
+}
+
+/// librdkafka's mock cluster keeps its data across `broker_down`/`broker_up`, which Tansu's
+/// memory engine cannot.
+#[tokio::test]
+async fn broker_outage_while_500_tasks_are_written_loses_nothing() {
+    let (cluster, brokers, app) = on_mock_cluster().await;
     cluster.broker_down(1).unwrap();
 
     let ids = write_burst(&app).await;
@@ -733,17 +744,7 @@ async fn a_fatal_producer_error_is_survived() {
     use rdkafka::types::RDKafkaApiKey;
     use rdkafka::types::RDKafkaRespErr;
 
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("task-events", 3, 1).unwrap();
-    cluster.create_topic("task-updates", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let app = relaying_app(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &brokers,
-        None,
-    )
-    .await;
+    let (cluster, brokers, app) = on_mock_cluster().await;
     app.create(USER, json!({"title": "before"})).await;
     drained(&app).await;
     cluster.request_errors(

@@ -16,6 +16,16 @@ async fn send(app: &TestApp, method: Method, path: &str, body: Option<Value>) ->
     req.send().await.unwrap()
 }
 
+/// Occurrence 2 of `first`'s series, as the recurrence worker would create it.
+async fn second_occurrence(app: &TestApp, first: &str, second: &str) {
+    app.execute(&format!(
+        "INSERT INTO tasks (id, user_id, title, recurrence, series_id, occurrence, created_at, updated_at, due_at) \
+         SELECT '{second}', user_id, title, recurrence, series_id, 2, now(), now(), due_at + interval '1 day' \
+         FROM tasks WHERE id = '{first}'"
+    ))
+    .await;
+}
+
 fn event_types(rows: &[(String, Value)]) -> Vec<&str> {
     rows.iter().map(|(t, _)| t.as_str()).collect()
 }
@@ -346,13 +356,7 @@ async fn cancel_recurrence_stops_the_whole_series() {
         .await;
     assert_eq!(task["recurrence"]["active"], true);
     let id = task["id"].as_str().unwrap();
-    // A second occurrence of the same series, as the recurrence worker would create it.
-    app.execute(&format!(
-        "INSERT INTO tasks (id, user_id, title, recurrence, series_id, occurrence, created_at, updated_at, due_at) \
-         SELECT gen_random_uuid(), user_id, title, recurrence, series_id, 2, now(), now(), due_at + interval '7 days' \
-         FROM tasks WHERE id = '{id}'"
-    ))
-    .await;
+    second_occurrence(&app, id, &uuid::Uuid::now_v7().to_string()).await;
     let res = send(
         &app,
         Method::POST,
@@ -447,13 +451,7 @@ async fn concurrent_cancels_on_one_series_all_succeed() {
         .await;
     let first = task["id"].as_str().unwrap().to_owned();
     let second = uuid::Uuid::now_v7().to_string();
-    // A second occurrence of the series, as the recurrence worker would create it.
-    app.execute(&format!(
-        "INSERT INTO tasks (id, user_id, title, recurrence, series_id, occurrence, created_at, updated_at, due_at) \
-         SELECT '{second}', user_id, title, recurrence, series_id, 2, now(), now(), due_at + interval '1 day' \
-         FROM tasks WHERE id = '{first}'"
-    ))
-    .await;
+    second_occurrence(&app, &first, &second).await;
     // Each cancel locks the series; crossing each other they used to deadlock (a 500).
     let paths: Vec<String> = (0..12)
         .map(|i| {
