@@ -97,6 +97,18 @@ async fn degraded(app: &TestApp) -> Value {
     panic!("/ready never reported the event path degraded");
 }
 
+/// `n` tasks titled "`label` i"; returns their ids.
+async fn create_tasks(app: &TestApp, label: &str, n: usize) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let task = app
+            .create(USER, json!({"title": format!("{label} {i}")}))
+            .await;
+        ids.insert(task["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
 /// Tasks written in a burst while the event path is down.
 const BURST_TASKS: usize = 500;
 /// Each is created, then changed twice: three events per key, so order per key is visible.
@@ -294,13 +306,7 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
     let brokers = topics().await;
     let app = spawn_with(settings(&fresh_database().await)).await;
     let sidecar = TestSidecar::start(&brokers, "kafka-pubsub").await;
-    let mut keys = Vec::new();
-    for i in 0..6 {
-        let task = app
-            .create(USER, json!({"title": format!("same {i}")}))
-            .await;
-        keys.push(task["id"].as_str().unwrap().to_owned());
-    }
+    let keys = create_tasks(&app, "same", 6).await;
     let rows = app.outbox("task-events").await;
     let kafka = KafkaPublisher::new(&brokers, Duration::from_secs(10)).unwrap();
     let dapr =
@@ -319,9 +325,8 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
         kafka.publish(message).await.unwrap();
         dapr.publish(message).await.unwrap();
     }
-    let ours: HashSet<String> = keys.iter().cloned().collect();
     let got = read(&brokers, "task-events", 12, ARRIVAL, |r| {
-        ours.contains(&task_id(r))
+        keys.contains(&task_id(r))
     })
     .await;
     assert_eq!(got.len(), 12);
@@ -613,10 +618,7 @@ async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
 
     let database = fresh_database().await;
     let app = spawn_with(settings(&database)).await;
-    for i in 0..3 {
-        app.create(USER, json!({"title": format!("prune {i}")}))
-            .await;
-    }
+    create_tasks(&app, "prune", 3).await;
     // Two sent long ago, two sent recently, two never sent (all old).
     app.execute(
         "UPDATE outbox SET created_at = now() - interval '200 hours', \
@@ -697,13 +699,7 @@ async fn one_failing_key_holds_up_only_itself() {
         .await;
         assert_eq!(res.status(), 200);
     }
-    let mut others = HashSet::new();
-    for i in 0..20 {
-        let task = app
-            .create(USER, json!({"title": format!("healthy {i}")}))
-            .await;
-        others.insert(task["id"].as_str().unwrap().to_owned());
-    }
+    let others = create_tasks(&app, "healthy", 20).await;
     let healthy = read(&brokers, "task-events", 20, ARRIVAL, |r| {
         others.contains(&task_id(r))
     })
@@ -751,13 +747,7 @@ async fn a_fatal_producer_error_is_survived() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 3],
     );
-    let mut ids = HashSet::new();
-    for i in 0..20 {
-        let task = app
-            .create(USER, json!({"title": format!("after {i}")}))
-            .await;
-        ids.insert(task["id"].as_str().unwrap().to_owned());
-    }
+    let ids = create_tasks(&app, "after", 20).await;
     let events = read(&brokers, "task-events", 20, ARRIVAL, |r| {
         ids.contains(&task_id(r))
     })
