@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use backend::configuration::PublisherKind;
+use backend::configuration::{PublisherKind, Settings};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use reqwest::Method;
@@ -18,12 +18,13 @@ const USER: &str = "bob";
 /// How long the expected messages may take to arrive.
 const ARRIVAL: Duration = Duration::from_secs(60);
 
-async fn relaying_app(
+/// Test settings with the relay on, quick retries, and the given publisher.
+fn relaying(
     database_url: &str,
     publisher: PublisherKind,
     brokers: &str,
     dapr: Option<&str>,
-) -> TestApp {
+) -> Settings {
     let mut s = settings(database_url);
     s.events.relay_enabled = true;
     s.events.publisher = publisher;
@@ -37,7 +38,16 @@ async fn relaying_app(
         // one-worker test sidecar the time a real one would get.
         s.events.publish_timeout = Duration::from_secs(10);
     }
-    spawn_with(s).await
+    s
+}
+
+async fn relaying_app(
+    database_url: &str,
+    publisher: PublisherKind,
+    brokers: &str,
+    dapr: Option<&str>,
+) -> TestApp {
+    spawn_with(relaying(database_url, publisher, brokers, dapr)).await
 }
 
 fn task_id(r: &Received) -> String {
@@ -591,9 +601,12 @@ async fn an_idle_relay_reports_an_unreachable_broker() {
 #[tokio::test]
 async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
     let brokers = topics().await;
-    let mut s = settings(&fresh_database().await);
-    s.events.relay_enabled = true;
-    s.events.kafka_brokers = brokers.clone();
+    let mut s = relaying(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &brokers,
+        None,
+    );
     // A poll this slow would miss the deadline below; only LISTEN/NOTIFY can deliver in time.
     s.events.poll_interval = Duration::from_secs(600);
     let app = spawn_with(s).await;
@@ -670,15 +683,14 @@ async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
 async fn one_failing_key_holds_up_only_itself() {
     let brokers = topics().await;
     let sidecar = TestSidecar::start(&brokers, "kafka-pubsub").await;
-    let mut s = settings(&fresh_database().await);
-    s.events.relay_enabled = true;
-    s.events.publisher = PublisherKind::Dapr;
-    s.events.dapr_http_endpoint = sidecar.endpoint.clone();
-    s.events.kafka_brokers = brokers.clone();
+    let mut s = relaying(
+        &fresh_database().await,
+        PublisherKind::Dapr,
+        &brokers,
+        Some(&sidecar.endpoint),
+    );
     // Smaller than the stuck key's backlog: healthy keys must still get through.
     s.events.batch_size = 20;
-    s.events.publish_timeout = Duration::from_secs(10);
-    s.events.max_backoff = Duration::from_millis(500);
     let app = spawn_with(s).await;
 
     let stuck = app.create(USER, json!({"title": "stuck"})).await;
