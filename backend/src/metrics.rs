@@ -12,7 +12,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::db::DbPool;
+use taskflow_db::DbPool;
 
 /// Every metric the backend exports, registered in its own registry.
 #[derive(Clone)]

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::domain::task::{TaskFields, TaskPatch};
 use crate::error::ApiError;
-use crate::outbox;
-use crate::store::{self, TaskRow};
+use taskflow_db::outbox;
+use taskflow_db::tasks::{self as store, TaskRow};
 
 /// What `If-Match` demands of the stored version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,24 +4,19 @@
 
 use chrono::Utc;
 use chrono_tz::Tz;
+use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
-use shared_events::consumer::{Delivery, Handler, HandlerError};
-use shared_events::database::DbPool;
-use shared_events::topics::RECURRENCE_WORKER_GROUP;
-use shared_events::{processed, EventData, TaskEventType};
+use shared_events::{EventData, TaskEventType};
+use taskflow_db::effects::{Delivery, Handler, HandlerError};
 
-pub struct RecurrenceHandler {
-    pool: DbPool,
-}
-
-impl RecurrenceHandler {
-    pub fn new(pool: DbPool) -> Self {
-        RecurrenceHandler { pool }
-    }
-}
+pub struct RecurrenceHandler;
 
 impl Handler for RecurrenceHandler {
-    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(
+        &'a self,
+        _conn: &'a mut AsyncPgConnection,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let EventData::Task(event) = delivery.data else {
                 return Err(HandlerError::Permanent(format!(
@@ -29,14 +24,6 @@ impl Handler for RecurrenceHandler {
                     delivery.event.event_type, delivery.topic
                 )));
             };
-            let first =
-                processed::record_once(&self.pool, RECURRENCE_WORKER_GROUP, delivery.event.id)
-                    .await
-                    .map_err(|e| HandlerError::Transient(e.to_string()))?;
-            if !first {
-                tracing::debug!(event = %delivery.event.id, "duplicate delivery skipped");
-                return Ok(());
-            }
             let task = &event.task;
             if event.event_type == TaskEventType::Completed {
                 if let (Some(recurrence), Some(due)) = (&task.recurrence, task.due_at) {

@@ -13,13 +13,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::db::DbPool;
 use crate::domain::list_query::ListQuery;
 use crate::domain::task::{TaskBody, TaskFields, TaskPatch};
 use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey};
-use crate::store::{self, TaskRow};
+use crate::listing;
 use crate::tasks::{self, Change, Edit, Precondition};
+use taskflow_db::tasks::{self as store, TaskRow};
+use taskflow_db::DbPool;
 
 /// One page of tasks.
 #[derive(Debug, Serialize, ToSchema)]
@@ -213,11 +214,14 @@ pub async fn list(
     auth.require(&user_id)?;
     let query = ListQuery::parse(req.query_string())?;
     let mut conn = pool.get().await?;
-    let mut rows = store::list(&mut conn, &user_id, &query).await?;
+    let mut rows = listing::list(&mut conn, &user_id, &query).await?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
     let next_cursor = more
-        .then(|| rows.last().map(|r| store::cursor_after(&query, r).encode()))
+        .then(|| {
+            rows.last()
+                .map(|r| listing::cursor_after(&query, r).encode())
+        })
         .flatten();
     Ok(HttpResponse::Ok().json(TaskPage {
         items: rows.iter().map(TaskRow::snapshot).collect(),

@@ -53,7 +53,7 @@ async fn ready_is_503_while_the_database_is_unreachable() {
     };
     // Refuse new connections and end the pooled ones, from outside the app's pool.
     let admin = std::env::var("DATABASE_URL").unwrap();
-    let outside = backend::db::pool(&admin, 1).unwrap();
+    let outside = taskflow_db::pool(&admin, 1).unwrap();
     let run = |sql: String| {
         let outside = outside.clone();
         async move {

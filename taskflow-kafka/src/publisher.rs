@@ -12,7 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use reqwest::StatusCode;
 
-use crate::envelope::CLOUDEVENTS_JSON;
+use shared_events::envelope::CLOUDEVENTS_JSON;
 
 /// One message to publish: a structured CloudEvent and where it goes.
 #[derive(Debug, Clone, Copy)]
@@ -22,9 +22,7 @@ pub struct Outbound<'a> {
     pub key: &'a str,
     /// The CloudEvent JSON.
     pub payload: &'a [u8],
-    /// CloudEvents `id` and `type`, repeated as headers for tools that do not parse the body.
-    pub id: &'a str,
-    pub event_type: &'a str,
+    /// W3C trace context, also a plain Kafka header for tracing tools.
     pub traceparent: Option<&'a str>,
 }
 
@@ -60,24 +58,23 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// The CloudEvents headers that accompany each message.
+/// The Kafka header that marks a structured-mode CloudEvent (CloudEvents Kafka protocol binding).
+/// No header starts with `ce_`: that prefix means binary mode to CloudEvents readers.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+
+/// The headers that accompany each message.
 pub fn headers(message: &Outbound<'_>) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(3)
-        .insert(Header {
-            key: "ce_id",
-            value: Some(message.id),
-        })
-        .insert(Header {
-            key: "ce_type",
-            value: Some(message.event_type),
-        });
-    if let Some(tp) = message.traceparent {
-        headers = headers.insert(Header {
+    let headers = OwnedHeaders::new_with_capacity(2).insert(Header {
+        key: CONTENT_TYPE_HEADER,
+        value: Some(CLOUDEVENTS_JSON),
+    });
+    match message.traceparent {
+        Some(tp) => headers.insert(Header {
             key: "traceparent",
             value: Some(tp),
-        });
+        }),
+        None => headers,
     }
-    headers
 }
 
 pub struct KafkaPublisher {
@@ -229,8 +226,7 @@ impl Publisher for DaprPublisher {
             // what the native path sets.
             let mut query = vec![
                 ("metadata.partitionKey", message.key),
-                ("metadata.ce_id", message.id),
-                ("metadata.ce_type", message.event_type),
+                ("metadata.content-type", CLOUDEVENTS_JSON),
             ];
             if let Some(tp) = message.traceparent {
                 query.push(("metadata.traceparent", tp));

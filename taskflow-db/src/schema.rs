@@ -1,4 +1,5 @@
-//! Diesel table definitions (the generated `search` tsvector column is used only in raw SQL).
+//! Diesel table definitions of the shared database (the generated `search` tsvector column is
+//! used only in raw SQL).
 
 diesel::table! {
     tasks (id) {
@@ -46,5 +47,13 @@ diesel::table! {
         response_status -> SmallInt,
         response_body -> Jsonb,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    processed_events (consumer, event_id) {
+        consumer -> Text,
+        event_id -> Uuid,
+        processed_at -> Timestamptz,
     }
 }

@@ -7,7 +7,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::publisher::client_config;
-use crate::topics::TopicSpec;
+use shared_events::topics::TopicSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -28,16 +28,23 @@ pub enum TopicError {
     Missing(String),
 }
 
-/// Create each topic that is missing; fail if an existing one has fewer partitions than wanted.
+/// Create each topic (named with `prefix` in front) that is missing; fail if an existing one has
+/// fewer partitions than wanted.
 pub async fn ensure_topics(
     brokers: &str,
     topics: &[TopicSpec],
     replication: i32,
+    prefix: &str,
 ) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let names: Vec<String> = topics
+        .iter()
+        .map(|t| format!("{prefix}{}", t.name))
+        .collect();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(replication)))
+        .zip(&names)
+        .map(|(t, name)| NewTopic::new(name, t.partitions, TopicReplication::Fixed(replication)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {
@@ -50,16 +57,16 @@ pub async fn ensure_topics(
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(10))?;
-    for spec in topics {
+    for (spec, name) in topics.iter().zip(&names) {
         let topic = metadata
             .topics()
             .iter()
-            .find(|t| t.name() == spec.name)
-            .ok_or_else(|| TopicError::Missing(spec.name.to_owned()))?;
+            .find(|t| t.name() == name)
+            .ok_or_else(|| TopicError::Missing(name.clone()))?;
         let actual = topic.partitions().len();
         if (actual as i32) < spec.partitions {
             return Err(TopicError::TooFewPartitions {
-                topic: spec.name.to_owned(),
+                topic: name.clone(),
                 actual,
                 wanted: spec.partitions,
             });

@@ -1,16 +1,10 @@
-//! Idempotent consumers: record `(consumer, event id)` in the effect's own transaction.
+//! Idempotent consumers: `(consumer, event id)` recorded in the effect's own transaction.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-diesel::table! {
-    processed_events (consumer, event_id) {
-        consumer -> Text,
-        event_id -> Uuid,
-        processed_at -> Timestamptz,
-    }
-}
+use crate::schema::processed_events;
 
 /// Record that `consumer` handled `event_id`. Returns false when it already had: the caller
 /// skips the effect. Call it inside the transaction that makes the effect durable.
@@ -30,12 +24,12 @@ pub async fn first_time(
     Ok(inserted == 1)
 }
 
-/// [`first_time`] on a pooled connection, for consumers whose effect is outside the database.
-pub async fn record_once(
-    pool: &crate::database::DbPool,
-    consumer: &str,
-    event_id: Uuid,
-) -> anyhow::Result<bool> {
-    let mut conn = pool.get().await?;
-    Ok(first_time(&mut conn, consumer, event_id).await?)
+/// Forget records older than 30 days: far longer than any topic keeps messages (7 days), so a
+/// redelivery is always recognised.
+pub async fn prune(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM processed_events WHERE processed_at < now() - interval '30 days'",
+    )
+    .execute(conn)
+    .await
 }

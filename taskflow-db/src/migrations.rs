@@ -1,10 +1,11 @@
-//! Connection pool and embedded migrations.
+//! The embedded migration history. Only `backend migrate` (and the chart's migration Job) applies
+//! it; the workers only ask whether it has been applied.
 
 use anyhow::Context;
 use diesel_async::AsyncMigrationHarness;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-pub use shared_events::database::{ping, pool, DbPool};
+use crate::pool::{pool, DbPool};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -23,7 +24,7 @@ pub async fn migrate(pool: &DbPool) -> anyhow::Result<usize> {
 }
 
 /// True when every embedded migration has been applied.
-pub async fn migrations_applied(pool: &DbPool) -> anyhow::Result<bool> {
+pub async fn applied(pool: &DbPool) -> anyhow::Result<bool> {
     let conn = pool.get().await?;
     tokio::task::spawn_blocking(move || {
         let mut harness = AsyncMigrationHarness::new(conn);

@@ -8,13 +8,15 @@ pub enum LogFormat {
     Pretty,
 }
 
-impl LogFormat {
-    /// `LOG_FORMAT`: json (default) or pretty.
-    pub fn from_env() -> Result<Self, String> {
-        match std::env::var("LOG_FORMAT").ok().as_deref().map(str::trim) {
-            None | Some("") | Some("json") => Ok(LogFormat::Json),
-            Some("pretty") => Ok(LogFormat::Pretty),
-            Some(other) => Err(format!(
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    /// `json` or `pretty`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            other => Err(format!(
                 "LOG_FORMAT={other:?} is invalid: use json or pretty"
             )),
         }

@@ -9,40 +9,36 @@
 //! One test takes the broker away, which Tansu cannot do from here: it runs on librdkafka's
 //! in-process mock cluster instead.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use shared_events::consumer::{
-    ConsumerSettings, ConsumerStats, Delivery, EventConsumer, Handler, HandlerError,
-};
-use shared_events::database::{self, DbPool};
+use rdkafka::{Offset, TopicPartitionList};
 use shared_events::topics::{dead_letter_topic, TopicSpec};
-use shared_events::{processed, CloudEvent, TaskEventType, TaskSnapshot};
+use shared_events::{CloudEvent, TaskEventType, TaskSnapshot};
+use taskflow_db::effects::{Delivery, Handler, HandlerError};
+use taskflow_db::DbPool;
+use taskflow_kafka::consumer::{ConsumerMetrics, ConsumerSettings, EventConsumer};
+use taskflow_test_support::kafka::{brokers, group_members, read, Received};
+use taskflow_test_support::proxy::TcpProxy;
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 /// How long a consumer may take to join its group and get through a handful of messages.
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(40);
 /// The shutdown budget the toolkit promises.
 const SHUTDOWN: Duration = Duration::from_secs(10);
-
-fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Database
@@ -59,13 +55,13 @@ async fn database_url() -> String {
             // Ends in the pid, like the backend's test databases, so their clean-up knows it.
             let name = format!(
                 "tf_consumer_{}_{}",
-                Uuid::new_v4().simple(),
+                Uuid::now_v7().simple(),
                 std::process::id()
             );
-            let url = backend::db::create_database(&admin, &name, None)
+            let url = taskflow_db::migrations::create_database(&admin, &name, None)
                 .await
                 .expect("create test database");
-            let pool = database::pool(&url, 1).expect("pool");
+            let pool = taskflow_db::pool(&url, 1).expect("pool");
             let mut conn = pool.get().await.expect("connection");
             diesel::sql_query(
                 "CREATE TABLE effects (seq bigserial PRIMARY KEY, consumer text NOT NULL, \
@@ -124,26 +120,27 @@ async fn processed_count(pool: &DbPool, consumer: &str) -> i64 {
 type Rule = Box<dyn Fn(Uuid, usize) -> Option<HandlerError> + Send + Sync>;
 
 struct Recorder {
-    pool: DbPool,
-    /// Consumer name in `processed_events` and `effects`.
+    /// Consumer name in `effects`.
     name: String,
     /// Every call, in order.
     calls: Mutex<Vec<Uuid>>,
     rule: Rule,
+    /// Fail this event's first attempt after its effect was written, before the commit.
+    fail_after_effect: Option<Uuid>,
 }
 
 impl Recorder {
-    fn new(pool: &DbPool, name: &str, rule: Rule) -> Arc<Self> {
+    fn new(name: &str, rule: Rule) -> Arc<Self> {
         Arc::new(Recorder {
-            pool: pool.clone(),
             name: name.to_owned(),
             calls: Mutex::new(Vec::new()),
             rule,
+            fail_after_effect: None,
         })
     }
 
-    fn succeeding(pool: &DbPool, name: &str) -> Arc<Self> {
-        Self::new(pool, name, Box::new(|_, _| None))
+    fn succeeding(name: &str) -> Arc<Self> {
+        Self::new(name, Box::new(|_, _| None))
     }
 
     fn calls(&self) -> Vec<Uuid> {
@@ -152,7 +149,11 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
-    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let id = delivery.event.id;
             let attempt = {
@@ -163,24 +164,15 @@ impl Handler for Recorder {
             if let Some(error) = (self.rule)(id, attempt) {
                 return Err(error);
             }
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| HandlerError::Transient(e.to_string()))?;
-            let name = self.name.as_str();
-            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                if processed::first_time(conn, name, id).await? {
-                    diesel::sql_query("INSERT INTO effects (consumer, event_id) VALUES ($1, $2)")
-                        .bind::<Text, _>(name)
-                        .bind::<SqlUuid, _>(id)
-                        .execute(conn)
-                        .await?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))
+            diesel::sql_query("INSERT INTO effects (consumer, event_id) VALUES ($1, $2)")
+                .bind::<Text, _>(&self.name)
+                .bind::<SqlUuid, _>(id)
+                .execute(conn)
+                .await?;
+            if self.fail_after_effect == Some(id) && attempt == 1 {
+                return Err(HandlerError::Transient("crash before commit".into()));
+            }
+            Ok(())
         })
     }
 }
@@ -201,7 +193,7 @@ struct Fixture {
 
 async fn fixture(partitions: i32) -> Fixture {
     let brokers = brokers();
-    let id = Uuid::new_v4().simple().to_string();
+    let id = Uuid::now_v7().simple().to_string();
     let topic = format!("consumer-test-{id}");
     let dlq = dead_letter_topic(&topic);
     let specs = [
@@ -214,7 +206,7 @@ async fn fixture(partitions: i32) -> Fixture {
             partitions: 1,
         },
     ];
-    shared_events::admin::ensure_topics(&brokers, &specs, 1)
+    taskflow_kafka::admin::ensure_topics(&brokers, &specs, 1, "")
         .await
         .expect("test topics (is KAFKA_BROKERS reachable?)");
     let producer = ClientConfig::new()
@@ -223,7 +215,7 @@ async fn fixture(partitions: i32) -> Fixture {
         .create()
         .expect("producer");
     Fixture {
-        pool: database::pool(&database_url().await, 4).expect("pool"),
+        pool: taskflow_db::pool(&database_url().await, 4).expect("pool"),
         brokers,
         topic,
         dlq,
@@ -279,7 +271,7 @@ impl Fixture {
     }
 
     fn start(&self, handler: Arc<Recorder>) -> Running {
-        start(&self.brokers, &self.group, &self.topic, handler)
+        start(&self.brokers, &self.group, &self.topic, &self.pool, handler)
     }
 
     /// The group's committed offset per partition (-1 when none).
@@ -316,73 +308,56 @@ impl Fixture {
 
     /// Members of the group as the broker sees them.
     async fn members(&self) -> usize {
-        let brokers = self.brokers.clone();
-        let group = self.group.clone();
-        tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()
-                .expect("admin client");
-            let list = client
-                .fetch_group_list(Some(&group), Duration::from_secs(10))
-                .expect("describe group");
-            list.groups().iter().map(|g| g.members().len()).sum()
-        })
-        .await
-        .unwrap()
+        group_members(&self.brokers, &self.group).await
     }
 
     /// Everything on the dead-letter topic: reads until `want` messages arrived (or the
     /// deadline passed), then a moment longer so that extras show up.
-    async fn dead_letters(&self, want: usize) -> Vec<OwnedMessage> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", format!("dlq-reader-{}", Uuid::new_v4()))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("partition.assignment.strategy", "range")
-            .create()
-            .expect("dlq reader");
-        consumer.subscribe(&[&self.dlq]).expect("subscribe");
-        let mut found = Vec::new();
-        let mut deadline = Instant::now() + PATIENCE;
-        let mut settling = false;
-        loop {
-            if !settling && found.len() >= want {
-                settling = true;
-                deadline = Instant::now() + Duration::from_millis(1500);
-            }
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) => panic!("reading {}: {e}", self.dlq),
-                Ok(Ok(m)) => found.push(m.detach()),
-            }
-        }
-        found.sort_by_key(|m| m.offset());
+    async fn dead_letters(&self, want: usize) -> Vec<Received> {
+        let mut found = read(&self.brokers, &self.dlq, want, PATIENCE, |_| true).await;
+        found.sort_by_key(|m| m.offset);
         found
     }
 }
 
+fn settings(brokers: &str, group: &str, topic: &str) -> ConsumerSettings {
+    let mut settings = ConsumerSettings::new(brokers, group, &[topic]);
+    settings.max_backoff = Duration::from_millis(200);
+    settings.session_timeout = Duration::from_secs(6);
+    settings
+}
+
 /// A consumer of `topic` in `group`, running in the background.
-fn start(brokers: &str, group: &str, topic: &str, handler: Arc<Recorder>) -> Running {
-    let consumer = EventConsumer::new(ConsumerSettings {
-        brokers: brokers.to_owned(),
-        group_id: group.to_owned(),
-        topics: vec![topic.to_owned()],
-        assignment_strategy: "range".into(),
-        max_backoff: Duration::from_millis(200),
-    })
-    .expect("consumer");
-    let stats = consumer.stats.clone();
+fn start(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    pool: &DbPool,
+    handler: Arc<Recorder>,
+) -> Running {
+    start_with(settings(brokers, group, topic), pool, handler)
+}
+
+fn start_with(settings: ConsumerSettings, pool: &DbPool, handler: Arc<Recorder>) -> Running {
+    let topic = settings.topics[0].clone();
+    let metrics = ConsumerMetrics::new(&prometheus::Registry::new()).unwrap();
+    let consumer =
+        EventConsumer::new(settings, pool.clone(), handler, metrics.clone()).expect("consumer");
     let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(async move { consumer.run(handler.as_ref(), shutdown).await });
-    Running { stop, task, stats }
+    let task = tokio::spawn(consumer.run(shutdown));
+    Running {
+        stop,
+        task,
+        metrics,
+        topic,
+    }
 }
 
 struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
-    stats: Arc<ConsumerStats>,
+    metrics: ConsumerMetrics,
+    topic: String,
 }
 
 impl Running {
@@ -403,16 +378,20 @@ impl Running {
         );
     }
 
+    fn count(&self, outcome: &str) -> u64 {
+        self.metrics.count(&self.topic, outcome)
+    }
+
     fn handled(&self) -> u64 {
-        AtomicU64::load(&self.stats.handled, Ordering::Relaxed)
+        self.count("handled")
     }
 
     fn dead_lettered(&self) -> u64 {
-        AtomicU64::load(&self.stats.dead_lettered, Ordering::Relaxed)
+        self.count("dead_lettered")
     }
 
     fn retries(&self) -> u64 {
-        AtomicU64::load(&self.stats.retries, Ordering::Relaxed)
+        self.count("retried")
     }
 }
 
@@ -449,11 +428,8 @@ async fn await_effects(pool: &DbPool, consumer: &str, want: &[Uuid]) {
     .await;
 }
 
-fn header(m: &OwnedMessage, key: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .map(|h| String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+fn header(m: &Received, key: &str) -> Option<String> {
+    m.headers.get(key).cloned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,16 +444,17 @@ async fn duplicate_delivery_is_skipped_and_both_offsets_advance() {
     fx.send(&x_bytes).await;
     fx.send(&task_event(y)).await;
 
-    let handler = Recorder::succeeding(&fx.pool, &fx.group);
+    let handler = Recorder::succeeding(&fx.group);
     let running = fx.start(handler.clone());
     await_effects(&fx.pool, &fx.group, &[x, y]).await;
 
     assert_eq!(
         handler.calls(),
-        [x, x, y],
-        "the duplicate reached the handler"
+        [x, y],
+        "the duplicate is recognised before the handler runs"
     );
-    assert_eq!(running.handled(), 3);
+    assert_eq!(running.handled(), 2);
+    assert_eq!(running.count("duplicate"), 1);
     assert_eq!(running.dead_lettered(), 0);
     running.stop().await;
     assert_eq!(processed_count(&fx.pool, &fx.group).await, 2);
@@ -534,7 +511,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     let good = Uuid::now_v7();
     fx.send(&task_event(good)).await;
 
-    let handler = Recorder::succeeding(&fx.pool, &fx.group);
+    let handler = Recorder::succeeding(&fx.group);
     let running = fx.start(handler.clone());
     await_effects(&fx.pool, &fx.group, &[good]).await;
     assert_eq!(handler.calls(), [good], "poison reached the handler");
@@ -551,11 +528,11 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     );
     for (i, (m, (payload, error))) in dead.iter().zip(&poison).enumerate() {
         assert_eq!(
-            m.payload(),
+            m.payload.as_deref(),
             payload.as_deref(),
             "dead letter {i} keeps the original bytes (null stays null)"
         );
-        assert_eq!(m.key(), Some(format!("k{i}").as_bytes()), "dead letter {i}");
+        assert_eq!(m.key, format!("k{i}"), "dead letter {i}");
         let reason = header(m, "dlq_error").unwrap_or_default();
         assert!(
             reason.contains(error),
@@ -576,7 +553,6 @@ async fn transient_failures_are_retried_in_place_until_the_effect_happens() {
     fx.send(&task_event(y)).await;
 
     let handler = Recorder::new(
-        &fx.pool,
         &fx.group,
         Box::new(move |id, attempt| {
             (id == x && attempt <= 3).then(|| HandlerError::Transient("database away".into()))
@@ -605,7 +581,6 @@ async fn a_failing_message_is_redelivered_to_the_next_consumer_after_shutdown() 
     }
 
     let failing = Recorder::new(
-        &fx.pool,
         &fx.group,
         Box::new(move |id, _| (id == x).then(|| HandlerError::Transient("still failing".into()))),
     );
@@ -624,7 +599,7 @@ async fn a_failing_message_is_redelivered_to_the_next_consumer_after_shutdown() 
         "only w's offset may be committed"
     );
 
-    let healthy = Recorder::succeeding(&fx.pool, &fx.group);
+    let healthy = Recorder::succeeding(&fx.group);
     let second = fx.start(healthy.clone());
     await_effects(&fx.pool, &fx.group, &[w, x, y]).await;
     assert_eq!(
@@ -647,7 +622,6 @@ async fn a_permanent_error_is_dead_lettered_and_the_next_message_handled() {
     fx.send(&task_event(y)).await;
 
     let handler = Recorder::new(
-        &fx.pool,
         &fx.group,
         Box::new(move |id, _| (id == x).then(|| HandlerError::Permanent(format!("refused {id}")))),
     );
@@ -664,8 +638,8 @@ async fn a_permanent_error_is_dead_lettered_and_the_next_message_handled() {
     let dead = fx.dead_letters(1).await;
     assert_eq!(dead.len(), 1);
     let m = &dead[0];
-    assert_eq!(m.payload(), Some(x_bytes.as_slice()));
-    assert_eq!(m.key(), Some(b"x-key".as_slice()));
+    assert_eq!(m.payload.as_deref(), Some(x_bytes.as_slice()));
+    assert_eq!(m.key, "x-key");
     assert_eq!(header(m, "dlq_error"), Some(format!("refused {x}")));
     assert_eq!(header(m, "dlq_topic").as_deref(), Some(fx.topic.as_str()));
     assert_eq!(header(m, "dlq_partition").as_deref(), Some("0"));
@@ -683,7 +657,7 @@ async fn after_a_clean_shutdown_the_group_resumes_where_it_stopped() {
         before.push(id);
     }
 
-    let first_handler = Recorder::succeeding(&fx.pool, &fx.group);
+    let first_handler = Recorder::succeeding(&fx.group);
     let first = fx.start(first_handler.clone());
     eventually("the first 12 effects", async || {
         let n = effects(&fx.pool, &fx.group).await.len();
@@ -701,7 +675,7 @@ async fn after_a_clean_shutdown_the_group_resumes_where_it_stopped() {
         fx.send_to(i % 3, "key", Some(&task_event(id)), &[]).await;
         after.push(id);
     }
-    let second_handler = Recorder::succeeding(&fx.pool, &fx.group);
+    let second_handler = Recorder::succeeding(&fx.group);
     let second = fx.start(second_handler.clone());
     eventually("the 6 new effects", async || {
         let n = effects(&fx.pool, &fx.group).await.len();
@@ -771,17 +745,164 @@ async fn broker_gone_at_shutdown() {
             .map_err(|(e, _)| e)
             .expect("produce");
     }
-    let pool = database::pool(&database_url().await, 2).expect("pool");
-    let name = format!("mock-{}", Uuid::new_v4().simple());
+    let pool = taskflow_db::pool(&database_url().await, 2).expect("pool");
+    let name = format!("mock-{}", Uuid::now_v7().simple());
     let running = start(
         &brokers,
         &name,
         "events",
-        Recorder::succeeding(&pool, &name),
+        &pool,
+        Recorder::succeeding(&name),
     );
     await_effects(&pool, &name, &ids).await;
 
     // The last commit and the LeaveGroup cannot be delivered now; stopping must not wait for them.
     cluster.broker_down(1).unwrap();
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_and_its_processed_record_commit_or_roll_back_together() {
+    let fx = fixture(1).await;
+    let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
+    fx.send(&task_event(x)).await;
+    fx.send(&task_event(y)).await;
+    let handler = Arc::new(Recorder {
+        fail_after_effect: Some(x),
+        ..Arc::into_inner(Recorder::succeeding(&fx.group)).unwrap()
+    });
+    let running = fx.start(handler.clone());
+    await_effects(&fx.pool, &fx.group, &[x, y]).await;
+    assert_eq!(
+        handler.calls(),
+        [x, x, y],
+        "x's first effect rolled back with its record, so x ran again"
+    );
+    assert_eq!(running.retries(), 1);
+    running.stop().await;
+    assert_eq!(processed_count(&fx.pool, &fx.group).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_partition_holds_up_only_itself_and_the_member_stays_in_the_group() {
+    let fx = fixture(3).await;
+    let stuck = Uuid::now_v7();
+    fx.send_to(0, "stuck", Some(&task_event(stuck)), &[]).await;
+    let mut others = Vec::new();
+    for i in 0..6 {
+        let id = Uuid::now_v7();
+        fx.send_to(1 + i % 2, "other", Some(&task_event(id)), &[])
+            .await;
+        others.push(id);
+    }
+    // About 10 s of failures (backoff capped at 200 ms): longer than max.poll.interval.ms.
+    let handler = Recorder::new(
+        &fx.group,
+        Box::new(move |id, attempt| {
+            (id == stuck && attempt <= 50).then(|| HandlerError::Transient("stuck".into()))
+        }),
+    );
+    let mut s = settings(&fx.brokers, &fx.group, &fx.topic);
+    s.max_poll_interval = Duration::from_secs(7);
+    let running = start_with(s, &fx.pool, handler.clone());
+    eventually("the other partitions' effects", async || {
+        let got = effects(&fx.pool, &fx.group).await;
+        let done = others.iter().filter(|id| got.contains(id)).count();
+        (done == others.len())
+            .then_some(())
+            .ok_or(format!("{done} of {}", others.len()))
+    })
+    .await;
+    assert!(
+        !effects(&fx.pool, &fx.group).await.contains(&stuck),
+        "the other partitions moved while partition 0 was still failing"
+    );
+    eventually("the stuck event's effect", async || {
+        let got = effects(&fx.pool, &fx.group).await;
+        got.contains(&stuck)
+            .then_some(())
+            .ok_or(format!("{} effects", got.len()))
+    })
+    .await;
+    assert!(running.retries() >= 50, "{} retries", running.retries());
+    assert_eq!(
+        running.metrics.revoked.get(),
+        0,
+        "no rebalance: the member was never evicted"
+    );
+    assert_eq!(fx.members().await, 1);
+    running.stop().await;
+    assert_eq!(
+        effects(&fx.pool, &fx.group).await.len(),
+        7,
+        "each effect once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_longer_than_the_poll_interval_loses_nothing_and_evicts_nobody() {
+    let fx = fixture(2).await;
+    let direct = database_url().await;
+    let proxy = TcpProxy::start(TcpProxy::target_of(&direct)).await;
+    let through_proxy = taskflow_db::pool(&proxy.url_through(&direct), 4).expect("pool");
+    let handler = Recorder::succeeding(&fx.group);
+    let mut s = settings(&fx.brokers, &fx.group, &fx.topic);
+    s.max_poll_interval = Duration::from_secs(7);
+    let running = start_with(s, &through_proxy, handler.clone());
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id = Uuid::now_v7();
+        fx.send_to(i % 2, "k", Some(&task_event(id)), &[]).await;
+        ids.push(id);
+    }
+    await_effects_unordered(&fx.pool, &fx.group, &ids).await;
+
+    proxy.cut();
+    for i in 0..6 {
+        let id = Uuid::now_v7();
+        fx.send_to(i % 2, "k", Some(&task_event(id)), &[]).await;
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        effects(&fx.pool, &fx.group).await.len(),
+        4,
+        "nothing can commit while the database is away"
+    );
+    assert!(running.retries() > 0, "the effects were retried meanwhile");
+    proxy.restore();
+    let back = Instant::now();
+    await_effects_unordered(&fx.pool, &fx.group, &ids).await;
+    let recovery = back.elapsed();
+    assert!(
+        recovery < Duration::from_secs(10),
+        "resumed {recovery:?} after the database returned"
+    );
+    assert_eq!(
+        running.metrics.revoked.get(),
+        0,
+        "no rebalance during the outage"
+    );
+    assert_eq!(fx.members().await, 1);
+    running.stop().await;
+    assert_eq!(processed_count(&fx.pool, &fx.group).await, 10);
+}
+
+/// Wait until `consumer`'s effects are exactly the events `want`, in any order, each once.
+async fn await_effects_unordered(pool: &DbPool, consumer: &str, want: &[Uuid]) {
+    let mut want = want.to_vec();
+    want.sort();
+    eventually("the effects", async || {
+        let mut got = effects(pool, consumer).await;
+        got.sort();
+        let mut unique = got.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "an effect ran twice: {got:?}");
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{} of {} effects", got.len(), want.len()))
+        }
+    })
+    .await;
 }
