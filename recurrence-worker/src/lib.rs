@@ -26,11 +26,10 @@ impl Handler for RecurrenceHandler {
             };
             let task = &event.task;
             if event.event_type == TaskEventType::Completed {
-                if let (Some(recurrence), Some(due)) = (&task.recurrence, task.due_at) {
+                if let Some(recurrence) = &task.recurrence {
                     let tz: Tz = task.timezone.parse().unwrap_or(Tz::UTC);
-                    let next = recurrence.next_due(
-                        due,
-                        due,
+                    let next = recurrence.next_occurrence(
+                        task.due_at,
                         task.completed_at.unwrap_or_else(Utc::now),
                         task.occurrence.max(1) as u32,
                         tz,

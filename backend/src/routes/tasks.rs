@@ -8,13 +8,13 @@ use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::Serialize;
 use serde_json::Value;
-use shared_events::TaskSnapshot;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::domain::list_query::ListQuery;
 use crate::domain::task::{TaskBody, TaskFields, TaskPatch};
+use crate::domain::task_view::TaskView;
 use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::listing;
@@ -25,7 +25,7 @@ use taskflow_db::DbPool;
 /// One page of tasks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskPage {
-    pub items: Vec<TaskSnapshot>,
+    pub items: Vec<TaskView>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
@@ -74,7 +74,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiErro
 fn task_response(status: StatusCode, row: &TaskRow) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::ETAG, format!("\"{}\"", row.version)))
-        .json(row.snapshot())
+        .json(TaskView::from(row))
 }
 
 /// Runs `f` in a transaction on a pooled connection.
@@ -104,7 +104,7 @@ impl From<diesel::result::Error> for Replay {
     params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = TaskBody,
     responses(
-        (status = 201, description = "Created", body = TaskSnapshot),
+        (status = 201, description = "Created", body = TaskView),
         (status = 400, description = "Malformed JSON"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
         (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields"),
     ),
@@ -144,7 +144,7 @@ pub async fn create(
                 .await
                 .map_err(Replay::Error)?;
             if let Some(key) = &key {
-                let body = serde_json::to_value(row.snapshot())
+                let body = serde_json::to_value(TaskView::from(&row))
                     .map_err(|e| Replay::Error(anyhow::Error::from(e).into()))?;
                 if !idempotency::save(conn, &user_id, key, 201, &body).await? {
                     // A concurrent request with this key committed first: undo ours, replay theirs.
@@ -161,7 +161,7 @@ pub async fn create(
         Ok(row) => Ok(HttpResponse::Created()
             .insert_header((header::ETAG, format!("\"{}\"", row.version)))
             .insert_header((header::LOCATION, format!("/api/{user_id}/tasks/{}", row.id)))
-            .json(row.snapshot())),
+            .json(TaskView::from(&row))),
         Err(Replay::Stored(status, body)) => Ok(replayed(&user_id, status, body)),
         Err(Replay::Error(ApiError::Conflict { code: RACE, .. })) => {
             let key = key.ok_or_else(|| anyhow::anyhow!("idempotency race without a key"))?;
@@ -224,7 +224,7 @@ pub async fn list(
         })
         .flatten();
     Ok(HttpResponse::Ok().json(TaskPage {
-        items: rows.iter().map(TaskRow::snapshot).collect(),
+        items: rows.iter().map(TaskView::from).collect(),
         next_cursor,
     }))
 }
@@ -232,7 +232,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
-    responses((status = 200, description = "OK", body = TaskSnapshot), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task")),
+    responses((status = 200, description = "OK", body = TaskView), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -277,7 +277,7 @@ async fn apply_edit(
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskPatch,
     responses(
-        (status = 200, description = "OK", body = TaskSnapshot), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
+        (status = 200, description = "OK", body = TaskView), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
         (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"), (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
@@ -300,7 +300,7 @@ pub async fn patch(
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskBody,
     responses(
-        (status = 200, description = "OK", body = TaskSnapshot), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
+        (status = 200, description = "OK", body = TaskView), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
         (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"), (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
@@ -324,7 +324,7 @@ pub async fn replace(
     patch, path = "/api/{user_id}/tasks/{id}/complete", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     responses(
-        (status = 200, description = "The completed task; completing twice changes nothing", body = TaskSnapshot),
+        (status = 200, description = "The completed task; completing twice changes nothing", body = TaskView),
         (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"),
     ),
     security(("bearer" = []))
@@ -368,7 +368,7 @@ pub async fn delete(
     post, path = "/api/{user_id}/tasks/{id}/recurrence/cancel", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The task with recurrence.active = false", body = TaskSnapshot),
+        (status = 200, description = "The task with recurrence.active = false", body = TaskView),
         (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
