@@ -231,6 +231,9 @@ fn run(
                     .service(
                         web::resource("/{id}/recurrence/cancel")
                             .route(web::post().to(tasks::cancel_recurrence)),
+                    )
+                    .service(
+                        web::resource("/{id}/occurrences").route(web::get().to(tasks::occurrences)),
                     ),
             )
             .default_service(web::to(not_found))

@@ -220,6 +220,9 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
         Some(topic.as_str())
     );
 
+    // Lag comes from librdkafka's statistics, every 5 s.
+    let body = second.wait_for_metric("taskflow_consumer_lag").await;
+    taskflow_test_support::process::save_metrics("recurrence-worker", &body);
     let signalled = Instant::now();
     second.terminate();
     let status = second.exit_within(SHUTDOWN, signalled).await;

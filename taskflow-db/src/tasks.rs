@@ -74,6 +74,38 @@ impl TaskRow {
             updated_at: self.updated_at,
         }
     }
+
+    /// The occurrence that follows this one in its series, due at `due_at`: the same content,
+    /// zone, reminder offset and series recurrence, a new id, the next number, pending.
+    pub fn next_occurrence(&self, due_at: DateTime<Utc>, now: DateTime<Utc>) -> TaskRow {
+        TaskRow {
+            id: Uuid::now_v7(),
+            completed: false,
+            completed_at: None,
+            due_at: Some(due_at),
+            occurrence: self.occurrence + 1,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+}
+
+/// Insert an occurrence unless its series already has one with that number (the unique
+/// `(series_id, occurrence)` guard): None when it did.
+pub async fn insert_occurrence(
+    conn: &mut AsyncPgConnection,
+    row: &TaskRow,
+) -> QueryResult<Option<TaskRow>> {
+    diesel::insert_into(tasks::table)
+        .values(row)
+        .on_conflict((tasks::series_id, tasks::occurrence))
+        .do_nothing()
+        .returning(TaskRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, row: &TaskRow) -> QueryResult<TaskRow> {

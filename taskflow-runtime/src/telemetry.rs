@@ -38,3 +38,14 @@ pub fn init(format: LogFormat) {
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }
+
+/// A metrics registry with the standard `process_*` metrics; each service adds its own
+/// `taskflow_*` metrics to it.
+pub fn registry() -> prometheus::Result<prometheus::Registry> {
+    let registry = prometheus::Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(registry)
+}

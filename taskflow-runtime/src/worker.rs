@@ -82,16 +82,6 @@ async fn render_metrics(state: Data<Health>) -> HttpResponse {
         .body(buffer)
 }
 
-/// A registry with the standard `process_*` metrics.
-pub fn registry() -> anyhow::Result<Registry> {
-    let registry = Registry::new();
-    #[cfg(target_os = "linux")]
-    registry.register(Box::new(
-        prometheus::process_collector::ProcessCollector::for_self(),
-    ))?;
-    Ok(registry)
-}
-
 /// Run a worker until SIGTERM/Ctrl-C: consume with the handler `make_handler` builds (it may
 /// register metrics of its own) and serve health and metrics.
 pub async fn run<H: Handler + 'static>(
@@ -106,7 +96,7 @@ pub async fn run<H: Handler + 'static>(
         settings.common.database_url.expose(),
         settings.common.db_pool_size,
     )?;
-    let registry = registry()?;
+    let registry = telemetry::registry()?;
     let metrics = ConsumerMetrics::new(&registry)?;
     let handler = Arc::new(make_handler(pool.clone(), &registry)?);
     let consumer = EventConsumer::new(

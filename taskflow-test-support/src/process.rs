@@ -142,6 +142,27 @@ impl Service {
         }
     }
 
+    /// The `/metrics` body once it has a sample of `name`.
+    pub async fn wait_for_metric(&self, name: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok((200, body)) = http_get(&self.addr, "/metrics") {
+                let sampled = body
+                    .lines()
+                    .any(|l| l.starts_with(name) && !l.starts_with('#'));
+                if sampled {
+                    return body;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {name} sample on /metrics\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// `/health` and `/ready` answer 200.
     pub async fn assert_healthy(&self) {
         self.wait_for("/health", 200).await;
@@ -156,4 +177,15 @@ impl Drop for Service {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Save `body` (a `/metrics` exposition) as `<service>.txt` in `TASKFLOW_METRICS_DIR` (default
+/// `target/metrics` in the workspace), where the deploy checks compare the metric names the
+/// alerts and dashboard use with what the services really export.
+pub fn save_metrics(service: &str, body: &str) {
+    let dir = std::env::var_os("TASKFLOW_METRICS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/metrics"));
+    std::fs::create_dir_all(&dir).expect("metrics dump folder");
+    std::fs::write(dir.join(format!("{service}.txt")), body).expect("metrics dump");
 }

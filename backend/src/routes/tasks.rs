@@ -2,13 +2,14 @@
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
-use actix_web::web::{Data, Json, Path};
+use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -389,4 +390,80 @@ pub async fn cancel_recurrence(
     };
     let row = transaction!(pool, |conn| tasks::cancel_recurrence(conn, &ctx, id).await)?;
     Ok(task_response(StatusCode::OK, &row))
+}
+
+/// `?limit=` of the occurrences endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OccurrencesQuery {
+    /// How many dates, 1 to 100 (default 5).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<usize>,
+}
+
+/// One coming occurrence of a series.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Occurrence {
+    /// Its number in the series.
+    pub occurrence: i64,
+    pub due_at: DateTime<Utc>,
+}
+
+/// The coming occurrences of a task's series.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OccurrencePage {
+    pub task_id: Uuid,
+    pub series_id: Uuid,
+    /// The next due dates from this task on, as they come when each occurrence is completed on
+    /// time; empty when the task does not recur, the series ended or was cancelled, or it has no
+    /// due date to count from.
+    pub items: Vec<Occurrence>,
+}
+
+#[utoipa::path(
+    get, path = "/api/{user_id}/tasks/{id}/occurrences", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path), OccurrencesQuery),
+    responses(
+        (status = 200, description = "The next due dates of the series, from the engine the recurrence worker uses", body = OccurrencePage),
+        (status = 400, description = "Bad query"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn occurrences(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    query: Query<OccurrencesQuery>,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, id) = path.into_inner();
+    auth.require(&user_id)?;
+    let id = task_id(&id)?;
+    let limit = query.limit.unwrap_or(5);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let mut conn = pool.get().await?;
+    let row = store::find(&mut conn, &user_id, id, false)
+        .await?
+        .ok_or(ApiError::NotFound("no such task"))?;
+    let tz: Tz = row.timezone.parse().unwrap_or(Tz::UTC);
+    let dates = match (row.recurrence(), row.due_at) {
+        (Some(recurrence), Some(due)) => {
+            recurrence.upcoming(due, u32::try_from(row.occurrence).unwrap_or(1), tz, limit)
+        }
+        _ => Vec::new(),
+    };
+    Ok(HttpResponse::Ok().json(OccurrencePage {
+        task_id: row.id,
+        series_id: row.series_id,
+        items: dates
+            .into_iter()
+            .zip(i64::from(row.occurrence) + 1..)
+            .map(|(due_at, occurrence)| Occurrence { occurrence, due_at })
+            .collect(),
+    }))
 }

@@ -431,13 +431,13 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
             .text()
             .await
             .unwrap();
-        if metrics.contains(&format!("outbox_pending {}", 2 * BURST_EVENTS)) {
+        if metrics.contains(&format!("taskflow_outbox_pending {}", 2 * BURST_EVENTS)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        metrics.contains(&format!("outbox_pending {}", 2 * BURST_EVENTS)),
+        metrics.contains(&format!("taskflow_outbox_pending {}", 2 * BURST_EVENTS)),
         "backlog gauge: {metrics}"
     );
     assert!(metrics.contains("outbox_oldest_pending_age_seconds"));

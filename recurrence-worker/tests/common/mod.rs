@@ -9,7 +9,9 @@ use chrono::Utc;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
+use shared_events::recurrence::{Recurrence, RecurrenceInput};
 use shared_events::{CloudEvent, TaskEventType, TaskSnapshot};
+use taskflow_db::tasks::{self, TaskRow};
 use taskflow_db::DbPool;
 pub use taskflow_test_support::db::{count, fresh_database};
 pub use taskflow_test_support::kafka::{brokers, group_members, producer, read, send};
@@ -98,4 +100,86 @@ pub fn handled(worker: &Service, outcome: &str) -> usize {
         "taskflow_consumer_messages_total",
         &[("outcome", outcome), ("topic", "task-events")],
     ) as usize
+}
+
+/// A recurring task stored as the API stores one: `recurrence` (a shorthand or an RRULE) from
+/// `due` in its zone, the first occurrence of its own series.
+pub async fn recurring_task(
+    pool: &DbPool,
+    user: &str,
+    recurrence: &str,
+    due: chrono::DateTime<chrono_tz::Tz>,
+) -> TaskRow {
+    let input: RecurrenceInput = if recurrence.contains('=') {
+        serde_json::from_value(serde_json::json!({ "rule": recurrence })).unwrap()
+    } else {
+        serde_json::from_value(serde_json::json!(recurrence)).unwrap()
+    };
+    let recurrence = Recurrence::parse(&input, Some(due)).expect("valid recurrence");
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    let row = TaskRow {
+        id,
+        user_id: user.to_owned(),
+        title: format!("recurring {id}"),
+        description: Some("every time".into()),
+        completed: false,
+        completed_at: None,
+        priority: 3,
+        tags: vec!["home".into()],
+        due_at: Some(due.with_timezone(&Utc)),
+        timezone: due.timezone().name().to_owned(),
+        reminder_minutes_before: Some(15),
+        recurrence: Some(serde_json::to_value(&recurrence).unwrap()),
+        series_id: id,
+        occurrence: 1,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut conn = pool.get().await.expect("connection");
+    tasks::insert(&mut conn, &row).await.expect("insert task")
+}
+
+/// Complete `row` as the API does (the stored row and its `completed` event); returns the event
+/// (id, bytes) for the test to deliver.
+pub async fn complete(pool: &DbPool, row: &TaskRow) -> (Uuid, Vec<u8>) {
+    let now = Utc::now();
+    let mut done = row.clone();
+    done.completed = true;
+    done.completed_at = Some(now);
+    done.version += 1;
+    done.updated_at = now;
+    let mut conn = pool.get().await.expect("connection");
+    let done = tasks::save(&mut conn, &done).await.expect("save");
+    let id = Uuid::now_v7();
+    let event = CloudEvent::for_task(id, TaskEventType::Completed, done.snapshot(), now, None);
+    (id, serde_json::to_vec(&event).unwrap())
+}
+
+/// The occurrences of a series, by number.
+pub async fn occurrences(pool: &DbPool, series: Uuid) -> Vec<TaskRow> {
+    let mut conn = pool.get().await.expect("connection");
+    let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
+        "SELECT {} FROM tasks WHERE series_id = $1 ORDER BY occurrence",
+        tasks::COLUMNS
+    ))
+    .bind::<SqlUuid, _>(series)
+    .load(&mut conn)
+    .await
+    .expect("occurrences");
+    rows.sort_by_key(|r| r.occurrence);
+    rows
+}
+
+/// Outbox rows of `event_type` (e.g. `com.taskflow.task.created`) about `task`.
+pub async fn outbox_events(pool: &DbPool, event_type: &str, task: Uuid) -> i64 {
+    count(
+        pool,
+        &format!(
+            "SELECT count(*) AS n FROM outbox WHERE topic = 'task-events' \
+             AND event_type = '{event_type}' AND payload->'data'->>'task_id' = '{task}'"
+        ),
+    )
+    .await
 }
