@@ -2,7 +2,7 @@
 # Removes what deploy/minikube/up.sh created: the Minikube profile, with everything in it.
 #   deploy/minikube/down.sh          # KEEP_CLUSTER=1 removes only the release, Kafka and PostgreSQL
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 PROFILE=${MINIKUBE_PROFILE:-taskflow}

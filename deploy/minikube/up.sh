@@ -5,7 +5,7 @@
 #   deploy/minikube/up.sh            # SKIP_BUILD=1 reuses images already in the node
 # Environment: MINIKUBE_PROFILE (taskflow), MINIKUBE_CPUS (4), MINIKUBE_MEMORY (8g).
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 PROFILE=${MINIKUBE_PROFILE:-taskflow}
