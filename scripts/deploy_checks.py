@@ -318,7 +318,8 @@ def used_metric_names(docs):
 def code_topics():
     source = Path("shared-events/src/topics.rs").read_text()
     constants = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', source))
-    partitions = {constants[n]: int(p) for n, p in re.findall(r"name: (\w+),\s*partitions: (\d+)", source)}
+    table = source[source.index("pub const TOPICS"):].split("];")[0]
+    partitions = {constants[n]: int(p) for n, p in re.findall(r"name: (\w+),\s*partitions: (\d+)", table)}
     groups = {"recurrence-worker": constants["RECURRENCE_WORKER_GROUP"], "notifier": constants["NOTIFIER_GROUP"]}
     return partitions, groups
 
@@ -379,7 +380,11 @@ def main():
             report.check(f"[{set_name}] helm lint --strict",
                          lint["errors"] + [f"{m['path']}: {m['error']}" for m in lint["messages"] if m["severity"] >= 2])
             values = chart.merge_values(overrides)
-            rendered = chart.render(overrides, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            try:
+                rendered = chart.render(overrides, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            except helm.HelmError as e:
+                report.check(f"[{set_name}] helm template", [str(e)])
+                continue
             docs = [d for name, text in sorted(rendered.items()) if not name.endswith("NOTES.txt")
                     for d in yaml.safe_load_all(text) if d]
             report.check(f"[{set_name}] rendered {len(docs)} objects against their schemas",
