@@ -38,7 +38,6 @@ install_strimzi() {
 	step "Strimzi operator $STRIMZI_VERSION in namespace $KAFKA_NAMESPACE"
 	helm upgrade --install strimzi oci://quay.io/strimzi-helm/strimzi-kafka-operator \
 		--version "$STRIMZI_VERSION" --namespace "$KAFKA_NAMESPACE" --create-namespace --wait
-	kubectl -n "$KAFKA_NAMESPACE" rollout status deployment/strimzi-cluster-operator --timeout=5m
 }
 
 # apply_kafka CLUSTER_FILE: the cluster, then its topics and users, each waited for until Ready.

@@ -39,7 +39,8 @@ step "kube-prometheus-stack ${KUBE_PROMETHEUS_STACK_VERSION:-(latest)}: Promethe
 helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update >/dev/null
 helm upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
 	${KUBE_PROMETHEUS_STACK_VERSION:+--version "$KUBE_PROMETHEUS_STACK_VERSION"} \
-	--namespace monitoring --create-namespace --wait --timeout 10m
+	--namespace monitoring --create-namespace --wait --timeout 10m \
+	--set grafana.sidecar.dashboards.searchNamespace=ALL
 
 install_keda
 install_dapr

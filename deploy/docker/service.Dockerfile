@@ -33,7 +33,6 @@ RUN cargo build --release --locked -p "${SERVICE}" --bin "${SERVICE}" \
 FROM gcr.io/distroless/cc-debian12:nonroot
 ARG SERVICE
 LABEL org.opencontainers.image.title="taskflow-${SERVICE}" \
-      org.opencontainers.image.source="https://github.com/taskflow/taskflow" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/service /usr/local/bin/service
 USER 65532:65532
