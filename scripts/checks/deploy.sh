@@ -14,7 +14,13 @@ want=$(sha256sum "$requirements" | cut -d' ' -f1)
 
 if [[ ! -x $venv/bin/python || $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
 	echo "deploy: installing $requirements into $venv" >&2
-	python3 -m venv "$venv"
+	rm -rf "$venv"
+	if ! python3 -m venv "$venv" >&2; then
+		# Debian splits venv out of python3; as root (CI) install it, else say what is missing.
+		[[ $EUID -eq 0 ]] || { echo "deploy: python3 -m venv failed: apt-get install python3-venv" >&2; exit 1; }
+		apt-get update -qq && apt-get install -y -qq python3-venv >&2
+		python3 -m venv "$venv"
+	fi
 	"$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
 	printf '%s\n' "$want" >"$stamp"
 fi
