@@ -325,14 +325,51 @@ def code_topics():
 
 
 def partition_agreement(values, code_partitions):
-    strimzi = {d["spec"]["topicName"]: d["spec"]["partitions"]
-               for d in yaml.safe_load_all(Path("deploy/kafka/topics.yaml").read_text()) if d}
+    strimzi = {d["spec"]["topicName"]: d["spec"]["partitions"] for d in kafka_documents("topics.yaml")}
     problems = [f"deploy/kafka/topics.yaml {t}: {strimzi.get(t)} partitions, shared-events/src/topics.rs {p}"
                 for t, p in code_partitions.items() if strimzi.get(t) != p]
     for key, topic in values["kafka"]["topics"].items():
         if strimzi.get(topic["name"]) != topic["partitions"]:
             problems.append(f"chart kafka.topics.{key}: {topic['partitions']} partitions, "
                             f"deploy/kafka/topics.yaml {strimzi.get(topic['name'])}")
+    return problems
+
+
+def kafka_documents(name):
+    return [d for d in yaml.safe_load_all(Path("deploy/kafka", name).read_text()) if d]
+
+
+def kafka_users(code_groups):
+    """Each service's ACLs name only topics that exist; a consumer's group is its worker's group."""
+    topics = {d["spec"]["topicName"] for d in kafka_documents("topics.yaml")}
+    problems = []
+    for user in kafka_documents("users.yaml"):
+        for acl in user["spec"]["authorization"]["acls"]:
+            kind, name = acl["resource"]["type"], acl["resource"]["name"]
+            if kind == "topic" and name not in topics:
+                problems.append(f"{label(user)}: ACL on unknown topic {name!r}")
+            if kind == "group" and user["metadata"]["name"] != f"taskflow-{name}":
+                problems.append(f"{label(user)}: ACL on group {name!r}")
+            if kind == "group" and name not in code_groups.values():
+                problems.append(f"{label(user)}: group {name!r} is no worker's group")
+    return problems
+
+
+def kafka_clusters():
+    """No auto-created topics; production: replication 3, min.insync.replicas 2, brokers by zone."""
+    problems = []
+    for name, replication, min_isr in (("kafka-cluster.yaml", 1, 1), ("kafka-cluster-production.yaml", 3, 2)):
+        kafka = next(d for d in kafka_documents(name) if d["kind"] == "Kafka")
+        config = kafka["spec"]["kafka"].get("config", {})
+        problems += [
+            f"{name}: auto.create.topics.enable is not false" if config.get("auto.create.topics.enable") is not False else "",
+            f"{name}: default.replication.factor {config.get('default.replication.factor')}, want {replication}"
+            if config.get("default.replication.factor") != replication else "",
+            f"{name}: min.insync.replicas {config.get('min.insync.replicas')}, want {min_isr}"
+            if config.get("min.insync.replicas") != min_isr else "",
+        ]
+        if replication > 1 and "rack" not in kafka["spec"]["kafka"]:
+            problems.append(f"{name}: no rack awareness")
     return problems
 
 
@@ -420,6 +457,9 @@ def main():
         defaults = chart.values
     report.check("partitions agree: chart kafka.topics, deploy/kafka/topics.yaml, shared-events",
                  partition_agreement(defaults, code_partitions))
+    report.check("KafkaUser ACLs: existing topics, each worker's own group", kafka_users(code_groups))
+    report.check("Kafka clusters: no auto-created topics, replication and min.insync.replicas",
+                 kafka_clusters())
     report.check("dapr-components pub/sub matches the chart (brokers, scope)", dapr_component(defaults))
 
     print(f"deploy: {report.passed} passed, {report.failed} failed, {report.skipped} skipped")
