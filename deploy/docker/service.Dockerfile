@@ -10,7 +10,7 @@ FROM rust:${RUST_VERSION}-slim-bookworm AS chef
 # Debian's point releases replace package versions, so they are not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential zlib1g-dev pkg-config python3 \
+    && apt-get install -y --no-install-recommends build-essential zlib1g-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --version 0.1.73 --locked
 WORKDIR /src
@@ -35,6 +35,7 @@ ARG SERVICE
 LABEL org.opencontainers.image.title="taskflow-${SERVICE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/service /usr/local/bin/service
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 65532:65532
 # The backend also answers `migrate`, `topics` and `openapi` (the chart's migration Job passes
 # `migrate`); the workers take no arguments.
