@@ -278,6 +278,19 @@ def required_env(docs):
     return problems
 
 
+def dashboard(docs, values):
+    """When enabled: one ConfigMap that Grafana's sidecar picks up, holding a dashboard JSON."""
+    boards = [c for c in by_kind(docs, "ConfigMap") if "grafana_dashboard" in c["metadata"].get("labels", {})]
+    if not values["metrics"]["dashboard"]["enabled"]:
+        return [f"unexpected dashboard {label(b)}" for b in boards]
+    if len(boards) != 1 or boards[0]["metadata"]["labels"]["grafana_dashboard"] != "1":
+        return [f"want one ConfigMap labelled grafana_dashboard=\"1\", got {[label(b) for b in boards]}"]
+    try:
+        return [] if all(json.loads(t).get("panels") for t in boards[0]["data"].values()) else ["a dashboard without panels"]
+    except json.JSONDecodeError as e:
+        return [f"dashboard JSON: {e}"]
+
+
 # --- metric names ------------------------------------------------------------------------------
 
 def promql_metric_names(expr):
@@ -307,9 +320,13 @@ def exported_metric_names(directory):
 def used_metric_names(docs):
     exprs = [r["expr"] for rule in by_kind(docs, "PrometheusRule") for g in rule["spec"]["groups"] for r in g["rules"]]
     for cm in by_kind(docs, "ConfigMap"):
-        for text in cm.get("data", {}).values():
-            if text.lstrip().startswith("{"):
+        if "grafana_dashboard" not in cm["metadata"].get("labels", {}):
+            continue
+        for text in cm["data"].values():
+            try:
                 exprs += [t["expr"] for p in json.loads(text)["panels"] for t in p.get("targets", [])]
+            except json.JSONDecodeError:
+                pass  # reported by the dashboard assertion
     return set().union(*map(promql_metric_names, exprs)) if exprs else set()
 
 
@@ -444,6 +461,7 @@ def main():
             report.check(f"[{set_name}] migrations Job is a pre-install/pre-upgrade hook running migrate",
                          migrations_hook(docs) if values["migrations"]["enabled"] else [])
             report.check(f"[{set_name}] every service gets the variables it reads", required_env(docs))
+            report.check(f"[{set_name}] Grafana dashboard ConfigMap", dashboard(docs, values))
             used = used_metric_names(docs)
             if not used:
                 continue
