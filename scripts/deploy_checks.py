@@ -278,6 +278,18 @@ def required_env(docs):
     return problems
 
 
+ALERTS = {"TaskflowOutboxBacklogAge", "TaskflowConsumerLag", "TaskflowDeadLetters", "TaskflowHttp5xxRate"}
+
+
+def alerts(docs, values):
+    """When enabled: the outbox age, consumer lag, dead-letter and 5xx alerts exist."""
+    rules = by_kind(docs, "PrometheusRule")
+    if not values["metrics"]["prometheusRule"]["enabled"]:
+        return [f"unexpected {label(r)}" for r in rules]
+    names = {r.get("alert") for rule in rules for g in rule["spec"]["groups"] for r in g["rules"]}
+    return [f"missing alerts {sorted(ALERTS - names)}" if ALERTS - names else ""]
+
+
 def dashboard(docs, values):
     """When enabled: one ConfigMap that Grafana's sidecar picks up, holding a dashboard JSON."""
     boards = [c for c in by_kind(docs, "ConfigMap") if "grafana_dashboard" in c["metadata"].get("labels", {})]
@@ -461,6 +473,7 @@ def main():
             report.check(f"[{set_name}] migrations Job is a pre-install/pre-upgrade hook running migrate",
                          migrations_hook(docs) if values["migrations"]["enabled"] else [])
             report.check(f"[{set_name}] every service gets the variables it reads", required_env(docs))
+            report.check(f"[{set_name}] PrometheusRule alerts", alerts(docs, values))
             report.check(f"[{set_name}] Grafana dashboard ConfigMap", dashboard(docs, values))
             used = used_metric_names(docs)
             if not used:
