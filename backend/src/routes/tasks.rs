@@ -23,6 +23,42 @@ use crate::tasks::{self, Change, Edit, Precondition};
 use taskflow_db::tasks::{self as store, TaskRow};
 use taskflow_db::DbPool;
 
+/// The `/api/{user_id}/tasks` resource: its routes and, right beside them, their OpenAPI
+/// entries. Resources rather than bare routes, so a wrong method is 405 rather than 404.
+pub fn scope() -> actix_web::Scope {
+    use actix_web::web;
+    web::scope("/api/{user_id}/tasks")
+        .service(
+            web::resource("")
+                .route(web::post().to(create))
+                .route(web::get().to(list)),
+        )
+        .service(
+            web::resource("/{id}")
+                .route(web::get().to(get))
+                .route(web::patch().to(patch))
+                .route(web::put().to(replace))
+                .route(web::delete().to(delete)),
+        )
+        .service(web::resource("/{id}/complete").route(web::patch().to(complete)))
+        .service(web::resource("/{id}/recurrence/cancel").route(web::post().to(cancel_recurrence)))
+        .service(web::resource("/{id}/occurrences").route(web::get().to(occurrences)))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create,
+    list,
+    get,
+    patch,
+    replace,
+    complete,
+    delete,
+    cancel_recurrence,
+    occurrences
+))]
+pub struct TasksApi;
+
 /// One page of tasks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskPage {
