@@ -1,0 +1,826 @@
+//! The job runner against a real PostgreSQL (`DATABASE_URL`, a server where tests may create
+//! databases); each test has a database of its own.
+//!
+//! The test handler writes an `effects` row in the job's savepoint, so an effect that committed
+//! twice shows up as two rows and a failed attempt's effect as none, and it remembers every call,
+//! so an attempt that rolled back is seen too. Its `failed` hook writes `dead_letters`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use prometheus::{Registry, TextEncoder};
+use serde_json::json;
+use taskflow_db::jobs::{self, JobError, JobHandler, JobRecord, JobRunner, RunnerSettings};
+use taskflow_db::DbPool;
+use taskflow_test_support::db::{count, execute, fresh_database};
+use taskflow_test_support::eventually;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const KIND: &str = "test";
+
+// ---------------------------------------------------------------------------------------------
+// Database
+
+/// A fresh database with the handler's tables, and a pool on it for the test's own queries.
+async fn database() -> (String, DbPool) {
+    let url = fresh_database().await;
+    let pool = taskflow_db::pool(&url, 2).expect("pool");
+    execute(
+        &pool,
+        "CREATE TABLE effects (job_id bigint NOT NULL, attempt int NOT NULL, runner text NOT NULL)",
+    )
+    .await;
+    execute(
+        &pool,
+        "CREATE TABLE dead_letters (job_id bigint NOT NULL, error text NOT NULL)",
+    )
+    .await;
+    (url, pool)
+}
+
+/// Queue `n` jobs of `kind` due at `run_at`, in one transaction.
+async fn enqueue(
+    pool: &DbPool,
+    kind: &str,
+    n: usize,
+    run_at: chrono::DateTime<Utc>,
+    max_attempts: i32,
+) -> Vec<i64> {
+    let mut conn = pool.get().await.expect("connection");
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(jobs::enqueue(conn, kind, &json!({ "n": i }), run_at, max_attempts).await?);
+        }
+        Ok(ids)
+    })
+    .await
+    .expect("enqueue")
+}
+
+#[derive(Debug, QueryableByName)]
+struct JobRow {
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = Integer)]
+    attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+    /// The backoff the last retry chose.
+    #[diesel(sql_type = Double)]
+    delay: f64,
+}
+
+async fn job_row(pool: &DbPool, id: i64) -> JobRow {
+    let mut conn = pool.get().await.expect("connection");
+    diesel::sql_query(
+        "SELECT state, attempts, last_error, \
+                extract(epoch FROM run_at - updated_at)::float8 AS delay \
+         FROM jobs WHERE id = $1",
+    )
+    .bind::<BigInt, _>(id)
+    .get_result(&mut conn)
+    .await
+    .expect("the job row")
+}
+
+#[derive(Debug, PartialEq, QueryableByName)]
+struct Effect {
+    #[diesel(sql_type = BigInt)]
+    job_id: i64,
+    #[diesel(sql_type = Integer)]
+    attempt: i32,
+    #[diesel(sql_type = Text)]
+    runner: String,
+}
+
+async fn effects(pool: &DbPool) -> Vec<Effect> {
+    let mut conn = pool.get().await.expect("connection");
+    diesel::sql_query("SELECT job_id, attempt, runner FROM effects ORDER BY job_id, attempt")
+        .load(&mut conn)
+        .await
+        .expect("effects")
+}
+
+/// Pretend the backoff has passed.
+async fn make_due(pool: &DbPool) {
+    execute(pool, "UPDATE jobs SET run_at = now()").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test handler
+
+/// What attempt `job.attempts` of a job returns.
+type Rule = Box<dyn Fn(&JobRecord) -> Result<(), JobError> + Send + Sync>;
+
+fn succeed() -> Rule {
+    Box::new(|_| Ok(()))
+}
+
+/// Holds the first call that reaches it until opened; later calls pass.
+struct Gate {
+    passed: AtomicBool,
+    entered: Semaphore,
+    open: Semaphore,
+    /// The backend of the connection the held call runs on.
+    backend_pid: Mutex<Option<i32>>,
+}
+
+#[derive(QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+impl Gate {
+    fn new() -> Arc<Self> {
+        Arc::new(Gate {
+            passed: AtomicBool::new(false),
+            entered: Semaphore::new(0),
+            open: Semaphore::new(0),
+            backend_pid: Mutex::new(None),
+        })
+    }
+
+    async fn pass(&self, conn: &mut AsyncPgConnection) -> Result<(), JobError> {
+        if self.passed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let Pid { pid } = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result(conn)
+            .await?;
+        *self.backend_pid.lock().unwrap() = Some(pid);
+        self.entered.add_permits(1);
+        self.open.acquire().await.expect("gate").forget();
+        Ok(())
+    }
+
+    async fn wait_entered(&self) {
+        tokio::time::timeout(Duration::from_secs(30), self.entered.acquire())
+            .await
+            .expect("a job reached the gate")
+            .expect("gate")
+            .forget();
+    }
+
+    fn open(&self) {
+        self.open.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+struct Recorder {
+    /// Written into `effects.runner`.
+    runner: &'static str,
+    rule: Rule,
+    gate: Option<Arc<Gate>>,
+    /// (job id, attempt) of every call, committed or not.
+    calls: Mutex<Vec<(i64, i32)>>,
+}
+
+impl Recorder {
+    fn new(runner: &'static str, rule: Rule) -> Arc<Self> {
+        Self::gated(runner, rule, None)
+    }
+
+    fn gated(runner: &'static str, rule: Rule, gate: Option<Arc<Gate>>) -> Arc<Self> {
+        Arc::new(Recorder {
+            runner,
+            rule,
+            gate,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn calls(&self) -> Vec<(i64, i32)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl JobHandler for Recorder {
+    fn run<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        job: &'a JobRecord,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push((job.id, job.attempts));
+            diesel::sql_query("INSERT INTO effects (job_id, attempt, runner) VALUES ($1, $2, $3)")
+                .bind::<BigInt, _>(job.id)
+                .bind::<Integer, _>(job.attempts)
+                .bind::<Text, _>(self.runner)
+                .execute(conn)
+                .await?;
+            if let Some(gate) = &self.gate {
+                gate.pass(conn).await?;
+            }
+            (self.rule)(job)
+        })
+    }
+
+    fn failed<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        job: &'a JobRecord,
+        error: &'a str,
+    ) -> BoxFuture<'a, diesel::QueryResult<()>> {
+        Box::pin(async move {
+            diesel::sql_query("INSERT INTO dead_letters (job_id, error) VALUES ($1, $2)")
+                .bind::<BigInt, _>(job.id)
+                .bind::<Text, _>(error)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runners
+
+/// Short waits everywhere, so a test does not wait for a backoff it does not look at.
+fn quick() -> RunnerSettings {
+    RunnerSettings {
+        concurrency: 2,
+        poll_interval: Duration::from_millis(50),
+        base_backoff: Duration::ZERO,
+        max_backoff: Duration::from_secs(60),
+        shutdown_budget: Duration::from_secs(10),
+    }
+}
+
+/// A runner with a pool of its own; returns the pool too, for tests that hold on to it.
+fn new_runner(
+    url: &str,
+    settings: RunnerSettings,
+    handler: Arc<Recorder>,
+) -> (JobRunner, Registry, DbPool) {
+    let pool = taskflow_db::pool(url, settings.concurrency + 1).expect("pool");
+    let registry = Registry::new();
+    let runner = JobRunner::new(pool.clone(), url, settings, &registry)
+        .expect("runner")
+        .register(KIND, handler);
+    (runner, registry, pool)
+}
+
+/// The value of one series (`name{labels}`), 0 when absent.
+fn metric(registry: &Registry, series: &str) -> f64 {
+    let text = TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .expect("metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A runner's `run` in a task of its own.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+fn spawn(runner: JobRunner) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    Running {
+        stop,
+        task: tokio::spawn(runner.run(stopped)),
+    }
+}
+
+impl Running {
+    /// Ask it to stop; returns how long `run` took to return.
+    async fn stop(self) -> Duration {
+        let asked = Instant::now();
+        self.stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the runner stops")
+            .expect("the runner task");
+        asked.elapsed()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_runners_run_each_job_exactly_once() {
+    let (url, pool) = database().await;
+    let ids = enqueue(&pool, KIND, 200, Utc::now(), 3).await;
+    let names = ["a", "b", "c"];
+    let handlers: Vec<_> = names.iter().map(|n| Recorder::new(n, succeed())).collect();
+    let settings = RunnerSettings {
+        concurrency: 3,
+        ..quick()
+    };
+    let (runners, registries): (Vec<_>, Vec<_>) = handlers
+        .iter()
+        .map(|h| {
+            let (runner, registry, _) = new_runner(&url, settings.clone(), h.clone());
+            (spawn(runner), registry)
+        })
+        .unzip();
+
+    eventually("every job to run", String::new, async || {
+        match count(&pool, "SELECT count(*) AS n FROM jobs").await {
+            0 => Ok(()),
+            left => Err(format!("{left} jobs left")),
+        }
+    })
+    .await;
+    for running in runners {
+        running.stop().await;
+    }
+
+    let effects = effects(&pool).await;
+    let mut ran: Vec<i64> = effects.iter().map(|e| e.job_id).collect();
+    ran.dedup();
+    assert_eq!(ran, ids, "each job's effect exactly once");
+    assert_eq!(effects.len(), 200);
+    let calls: usize = handlers.iter().map(|h| h.calls().len()).sum();
+    assert_eq!(calls, 200, "no job was even attempted twice");
+    let working: Vec<_> = handlers.iter().filter(|h| !h.calls().is_empty()).collect();
+    assert!(working.len() >= 2, "the runners shared the work");
+    let completed: f64 = registries
+        .iter()
+        .map(|r| metric(r, "taskflow_jobs_completed_total{kind=\"test\"}"))
+        .sum();
+    assert_eq!(completed, 200.0);
+    let latencies: f64 = registries
+        .iter()
+        .map(|r| metric(r, "taskflow_job_latency_seconds_count{kind=\"test\"}"))
+        .sum();
+    assert_eq!(latencies, 200.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_backs_off_then_succeeds() {
+    let (url, pool) = database().await;
+    let handler = Recorder::new(
+        "a",
+        Box::new(|job| match job.attempts {
+            1 | 2 => Err(JobError::Retry(format!("attempt {} failed", job.attempts))),
+            _ => Ok(()),
+        }),
+    );
+    let settings = RunnerSettings {
+        base_backoff: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(3600),
+        ..quick()
+    };
+    let (runner, registry, _) = new_runner(&url, settings, handler.clone());
+    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 5).await[..] else {
+        unreachable!()
+    };
+
+    assert_eq!(runner.run_pending().await.unwrap(), 1);
+    let row = job_row(&pool, id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("queued", 1));
+    assert_eq!(row.last_error.as_deref(), Some("attempt 1 failed"));
+    // 10 s * 2^0 with equal jitter.
+    assert!(
+        (5.0..=10.0).contains(&row.delay),
+        "first backoff {} s",
+        row.delay
+    );
+    assert_eq!(
+        runner.run_pending().await.unwrap(),
+        0,
+        "not due before its backoff"
+    );
+    assert!(
+        effects(&pool).await.is_empty(),
+        "a failed attempt's writes roll back"
+    );
+
+    make_due(&pool).await;
+    assert_eq!(runner.run_pending().await.unwrap(), 1);
+    let row = job_row(&pool, id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("queued", 2));
+    assert_eq!(row.last_error.as_deref(), Some("attempt 2 failed"));
+    assert!(
+        (10.0..=20.0).contains(&row.delay),
+        "second backoff {} s",
+        row.delay
+    );
+
+    make_due(&pool).await;
+    assert_eq!(runner.run_pending().await.unwrap(), 1);
+    assert_eq!(count(&pool, "SELECT count(*) AS n FROM jobs").await, 0);
+    assert_eq!(
+        effects(&pool).await,
+        vec![Effect {
+            job_id: id,
+            attempt: 3,
+            runner: "a".into()
+        }]
+    );
+    assert_eq!(handler.calls(), vec![(id, 1), (id, 2), (id, 3)]);
+    assert_eq!(
+        count(&pool, "SELECT count(*) AS n FROM dead_letters").await,
+        0
+    );
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_retries_total{kind=\"test\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_completed_total{kind=\"test\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_failed_total{kind=\"test\"}"),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_gives_up_after_max_attempts() {
+    let (url, pool) = database().await;
+    let handler = Recorder::new(
+        "a",
+        Box::new(|job| Err(JobError::Retry(format!("attempt {} failed", job.attempts)))),
+    );
+    let (runner, registry, _) = new_runner(&url, quick(), handler.clone());
+    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 3).await[..] else {
+        unreachable!()
+    };
+
+    // No backoff in `quick`: all three attempts are due in one drain.
+    assert_eq!(runner.run_pending().await.unwrap(), 3);
+    let row = job_row(&pool, id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("failed", 3));
+    assert_eq!(row.last_error.as_deref(), Some("attempt 3 failed"));
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM dead_letters WHERE error = 'attempt 3 failed'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) AS n FROM dead_letters").await,
+        1
+    );
+    assert_eq!(
+        runner.run_pending().await.unwrap(),
+        0,
+        "a failed job is not run again"
+    );
+    assert_eq!(handler.calls(), vec![(id, 1), (id, 2), (id, 3)]);
+    assert!(effects(&pool).await.is_empty());
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_retries_total{kind=\"test\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_failed_total{kind=\"test\"}"),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_is_terminal_at_once() {
+    let (url, pool) = database().await;
+    let handler = Recorder::new("a", Box::new(|_| Err(JobError::Fail("bad payload".into()))));
+    let (runner, registry, _) = new_runner(&url, quick(), handler.clone());
+    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 5).await[..] else {
+        unreachable!()
+    };
+
+    assert_eq!(runner.run_pending().await.unwrap(), 1);
+    let row = job_row(&pool, id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("failed", 1));
+    assert_eq!(row.last_error.as_deref(), Some("bad payload"));
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM dead_letters WHERE error = 'bad payload'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(handler.calls().len(), 1);
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_retries_total{kind=\"test\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_failed_total{kind=\"test\"}"),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_an_unknown_kind_fails_at_once() {
+    let (url, pool) = database().await;
+    let (runner, registry, _) = new_runner(&url, quick(), Recorder::new("a", succeed()));
+    let [id] = enqueue(&pool, "nobody-runs-this", 1, Utc::now(), 5).await[..] else {
+        unreachable!()
+    };
+
+    assert_eq!(runner.run_pending().await.unwrap(), 1);
+    let row = job_row(&pool, id).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("failed", 1));
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("no handler is registered for job kind \"nobody-runs-this\"")
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "taskflow_jobs_failed_total{kind=\"nobody-runs-this\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_failed_attempt() {
+    let (url, pool) = database().await;
+    let handler = Recorder::new(
+        "a",
+        Box::new(|job| match job.attempts {
+            1 => panic!("boom"),
+            _ => Ok(()),
+        }),
+    );
+    let (runner, _registry, _) = new_runner(&url, quick(), handler.clone());
+    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 5).await[..] else {
+        unreachable!()
+    };
+
+    // No backoff in `quick`: the retry succeeds in the same drain, on the same runner.
+    assert_eq!(runner.run_pending().await.unwrap(), 2);
+    assert_eq!(handler.calls(), vec![(id, 1), (id, 2)]);
+    assert_eq!(
+        effects(&pool).await,
+        vec![Effect {
+            job_id: id,
+            attempt: 2,
+            runner: "a".into()
+        }]
+    );
+    assert_eq!(count(&pool, "SELECT count(*) AS n FROM jobs").await, 0);
+}
+
+/// How a test kills a runner in the middle of a job.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// Its database session dies (a crashed process, a failover).
+    TerminateBackend,
+    /// Its `run` future is dropped.
+    AbortTask,
+}
+
+async fn a_runner_killed_mid_job_leaves_the_job_to_another(kill: Kill) {
+    let (url, pool) = database().await;
+    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 3).await[..] else {
+        unreachable!()
+    };
+    let gate = Gate::new();
+    let first = Recorder::gated("first", succeed(), Some(gate.clone()));
+    let second = Recorder::new("second", succeed());
+    let (runner_a, _, _) = new_runner(&url, quick(), first.clone());
+    let a = spawn(runner_a);
+    gate.wait_entered().await;
+
+    let (runner_b, _, _) = new_runner(&url, quick(), second.clone());
+    let b = spawn(runner_b);
+    // The job is locked, not gone: the second runner passes it over while the first holds it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(second.calls().is_empty(), "{:?}", second.calls());
+
+    match kill {
+        Kill::TerminateBackend => {
+            let pid = gate
+                .backend_pid
+                .lock()
+                .unwrap()
+                .expect("the held job's backend");
+            execute(&pool, &format!("SELECT pg_terminate_backend({pid})")).await;
+        }
+        Kill::AbortTask => a.task.abort(),
+    }
+    eventually(
+        "the second runner to run the job",
+        || format!("second runner's calls: {:?}", second.calls()),
+        async || match count(&pool, "SELECT count(*) AS n FROM jobs").await {
+            0 => Ok(()),
+            _ => Err("the job is still there".into()),
+        },
+    )
+    .await;
+    // The first handler may now finish: its commit has nowhere to go.
+    gate.open();
+    if let Kill::TerminateBackend = kill {
+        a.stop().await;
+    }
+    b.stop().await;
+
+    assert_eq!(first.calls(), vec![(id, 1)]);
+    assert_eq!(
+        second.calls(),
+        vec![(id, 1)],
+        "the attempt of the killed runner never committed"
+    );
+    assert_eq!(
+        effects(&pool).await,
+        vec![Effect {
+            job_id: id,
+            attempt: 1,
+            runner: "second".into()
+        }],
+        "the job's effect exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_session_is_terminated_mid_job_leaves_the_job_to_another() {
+    a_runner_killed_mid_job_leaves_the_job_to_another(Kill::TerminateBackend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_aborted_mid_job_leaves_the_job_to_another() {
+    a_runner_killed_mid_job_leaves_the_job_to_another(Kill::AbortTask).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_an_idle_runner_long_before_its_poll() {
+    let (url, pool) = database().await;
+    let later = enqueue(
+        &pool,
+        "later",
+        3,
+        Utc::now() + chrono::TimeDelta::hours(1),
+        1,
+    )
+    .await;
+    let handler = Recorder::new("a", succeed());
+    let settings = RunnerSettings {
+        concurrency: 1,
+        poll_interval: Duration::from_secs(600),
+        ..quick()
+    };
+    let (runner, registry, _) = new_runner(&url, settings, handler.clone());
+    let running = spawn(runner);
+    eventually("the runner to LISTEN", String::new, async || {
+        match count(
+            &pool,
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                 AND query = 'LISTEN jobs' AND state = 'idle'",
+        )
+        .await
+        {
+            1 => Ok(()),
+            n => Err(format!("{n} sessions listening")),
+        }
+    })
+    .await;
+
+    let runs_within = async |ids: &[i64], deadline: Duration| {
+        let start = Instant::now();
+        let id = ids[0];
+        while count(
+            &pool,
+            &format!("SELECT count(*) AS n FROM jobs WHERE id = {id}"),
+        )
+        .await
+            > 0
+        {
+            assert!(
+                start.elapsed() < deadline,
+                "job {id} did not run within {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start.elapsed()
+    };
+    for _ in 0..2 {
+        let due_now = enqueue(&pool, KIND, 1, Utc::now(), 1).await;
+        runs_within(&due_now, Duration::from_secs(5)).await;
+    }
+    // Woken by the NOTIFY, the runner sleeps until the job is due, not until its next poll.
+    let soon = enqueue(
+        &pool,
+        KIND,
+        1,
+        Utc::now() + chrono::TimeDelta::seconds(2),
+        1,
+    )
+    .await;
+    let took = runs_within(&soon, Duration::from_secs(8)).await;
+    assert!(
+        took >= Duration::from_millis(1900),
+        "ran {took:?} after enqueue: early"
+    );
+    assert_eq!(handler.calls().len(), 3);
+
+    assert_eq!(
+        metric(&registry, "taskflow_jobs_queued{kind=\"later\"}"),
+        later.len() as f64,
+        "the queued gauge, refreshed when the runner started"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_running_job_finish_and_claims_nothing_more() {
+    let (url, pool) = database().await;
+    let gate = Gate::new();
+    let handler = Recorder::gated("a", succeed(), Some(gate.clone()));
+    let settings = RunnerSettings {
+        concurrency: 1,
+        ..quick()
+    };
+    let (runner, registry, _) = new_runner(&url, settings, handler.clone());
+    let [held, waiting] = enqueue(&pool, KIND, 2, Utc::now(), 1).await[..] else {
+        unreachable!()
+    };
+    let running = spawn(runner);
+    gate.wait_entered().await;
+    assert_eq!(metric(&registry, "taskflow_jobs_running"), 1.0);
+
+    running.stop.send_replace(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !running.task.is_finished(),
+        "returned before its job finished"
+    );
+    gate.open();
+    let released = Instant::now();
+    running.task.await.expect("the runner task");
+    assert!(
+        released.elapsed() < Duration::from_secs(2),
+        "took {:?} after the job finished",
+        released.elapsed()
+    );
+
+    assert_eq!(handler.calls(), vec![(held, 1)]);
+    assert_eq!(
+        count(
+            &pool,
+            &format!("SELECT count(*) AS n FROM jobs WHERE id = {held}")
+        )
+        .await,
+        0
+    );
+    let row = job_row(&pool, waiting).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("queued", 0));
+    assert_eq!(metric(&registry, "taskflow_jobs_running"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_abandons_a_job_past_its_budget_and_frees_it() {
+    let (url, pool) = database().await;
+    let gate = Gate::new();
+    let settings = RunnerSettings {
+        shutdown_budget: Duration::from_millis(500),
+        ..quick()
+    };
+    // The test keeps the runner's pool alive: the abandoned connection must not wait in it.
+    let (runner, _, _runner_pool) = new_runner(
+        &url,
+        settings,
+        Recorder::gated("a", succeed(), Some(gate.clone())),
+    );
+    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 1).await[..] else {
+        unreachable!()
+    };
+    let running = spawn(runner);
+    gate.wait_entered().await;
+
+    let took = running.stop().await;
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "stopped after {took:?} with a 500 ms budget"
+    );
+    let row = job_row(&pool, id).await;
+    assert_eq!(
+        (row.state.as_str(), row.attempts),
+        ("queued", 0),
+        "rolled back"
+    );
+    // Another runner gets it as soon as PostgreSQL has seen the connection close.
+    let handler = Recorder::new("b", succeed());
+    let (other, _, _) = new_runner(&url, quick(), handler.clone());
+    eventually(
+        "the abandoned job to be free",
+        String::new,
+        async || match other.run_pending().await.expect("run_pending") {
+            0 => Err("still locked".into()),
+            _ => Ok(()),
+        },
+    )
+    .await;
+    assert_eq!(handler.calls(), vec![(id, 1)]);
+    gate.open();
+}
