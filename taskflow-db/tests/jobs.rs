@@ -590,7 +590,12 @@ async fn a_runner_killed_mid_job_leaves_the_job_to_another(kill: Kill) {
     let gate = Gate::new();
     let first = Recorder::gated("first", succeed(), Some(gate.clone()));
     let second = Recorder::new("second", succeed());
-    let (runner_a, _, _) = new_runner(&url, quick(), first.clone());
+    // One worker, held at the gate: only the second runner can take the job.
+    let only_worker = RunnerSettings {
+        concurrency: 1,
+        ..quick()
+    };
+    let (runner_a, _, _) = new_runner(&url, only_worker, first.clone());
     let a = spawn(runner_a);
     gate.wait_entered().await;
 
