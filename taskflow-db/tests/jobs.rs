@@ -80,6 +80,12 @@ struct JobRow {
     delay: f64,
 }
 
+impl JobRow {
+    fn outcome(&self) -> (&str, i32, Option<&str>) {
+        (&self.state, self.attempts, self.last_error.as_deref())
+    }
+}
+
 async fn job_row(pool: &DbPool, id: i64) -> JobRow {
     let mut conn = pool.get().await.expect("connection");
     diesel::sql_query(
@@ -361,216 +367,204 @@ async fn several_runners_run_each_job_exactly_once() {
     assert_eq!(latencies, 200.0);
 }
 
+/// One job of `kind` and a runner, not started (the test drives it with `run_pending`), whose
+/// handler follows `rule`.
+struct OneJob {
+    pool: DbPool,
+    id: i64,
+    handler: Arc<Recorder>,
+    runner: JobRunner,
+    registry: Registry,
+}
+
+async fn one_job(kind: &str, max_attempts: i32, settings: RunnerSettings, rule: Rule) -> OneJob {
+    let (url, pool) = database().await;
+    let handler = Recorder::new("a", rule);
+    let (runner, registry, _) = new_runner(&url, settings, handler.clone());
+    let id = enqueue(&pool, kind, 1, Utc::now(), max_attempts).await[0];
+    OneJob {
+        pool,
+        id,
+        handler,
+        runner,
+        registry,
+    }
+}
+
+impl OneJob {
+    /// How many attempts one drain made.
+    async fn run_pending(&self) -> usize {
+        self.runner.run_pending().await.expect("run_pending")
+    }
+
+    async fn row(&self) -> JobRow {
+        job_row(&self.pool, self.id).await
+    }
+
+    /// `taskflow_jobs_<name>{kind="<kind>"}`.
+    fn counter(&self, name: &str, kind: &str) -> f64 {
+        metric(
+            &self.registry,
+            &format!("taskflow_jobs_{name}{{kind=\"{kind}\"}}"),
+        )
+    }
+
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        let mut conn = self.pool.get().await.expect("connection");
+        diesel::sql_query("SELECT job_id, error FROM dead_letters ORDER BY job_id")
+            .load(&mut conn)
+            .await
+            .expect("dead letters")
+    }
+
+    fn effect(&self, attempt: i32) -> Effect {
+        Effect {
+            job_id: self.id,
+            attempt,
+            runner: "a".into(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, QueryableByName)]
+struct DeadLetter {
+    #[diesel(sql_type = BigInt)]
+    job_id: i64,
+    #[diesel(sql_type = Text)]
+    error: String,
+}
+
+fn retry_with_attempt(job: &JobRecord) -> Result<(), JobError> {
+    Err(JobError::Retry(format!("attempt {} failed", job.attempts)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_backs_off_then_succeeds() {
-    let (url, pool) = database().await;
-    let handler = Recorder::new(
-        "a",
-        Box::new(|job| match job.attempts {
-            1 | 2 => Err(JobError::Retry(format!("attempt {} failed", job.attempts))),
-            _ => Ok(()),
-        }),
-    );
     let settings = RunnerSettings {
         base_backoff: Duration::from_secs(10),
         max_backoff: Duration::from_secs(3600),
         ..quick()
     };
-    let (runner, registry, _) = new_runner(&url, settings, handler.clone());
-    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 5).await[..] else {
-        unreachable!()
-    };
+    let rule: Rule = Box::new(|job| match job.attempts {
+        1 | 2 => retry_with_attempt(job),
+        _ => Ok(()),
+    });
+    let job = one_job(KIND, 5, settings, rule).await;
 
-    assert_eq!(runner.run_pending().await.unwrap(), 1);
-    let row = job_row(&pool, id).await;
-    assert_eq!((row.state.as_str(), row.attempts), ("queued", 1));
-    assert_eq!(row.last_error.as_deref(), Some("attempt 1 failed"));
+    assert_eq!(job.run_pending().await, 1);
+    let row = job.row().await;
+    assert_eq!(row.outcome(), ("queued", 1, Some("attempt 1 failed")));
     // 10 s * 2^0 with equal jitter.
     assert!(
         (5.0..=10.0).contains(&row.delay),
         "first backoff {} s",
         row.delay
     );
-    assert_eq!(
-        runner.run_pending().await.unwrap(),
-        0,
-        "not due before its backoff"
-    );
+    assert_eq!(job.run_pending().await, 0, "not due before its backoff");
     assert!(
-        effects(&pool).await.is_empty(),
+        effects(&job.pool).await.is_empty(),
         "a failed attempt's writes roll back"
     );
 
-    make_due(&pool).await;
-    assert_eq!(runner.run_pending().await.unwrap(), 1);
-    let row = job_row(&pool, id).await;
-    assert_eq!((row.state.as_str(), row.attempts), ("queued", 2));
-    assert_eq!(row.last_error.as_deref(), Some("attempt 2 failed"));
+    make_due(&job.pool).await;
+    assert_eq!(job.run_pending().await, 1);
+    let row = job.row().await;
+    assert_eq!(row.outcome(), ("queued", 2, Some("attempt 2 failed")));
     assert!(
         (10.0..=20.0).contains(&row.delay),
         "second backoff {} s",
         row.delay
     );
 
-    make_due(&pool).await;
-    assert_eq!(runner.run_pending().await.unwrap(), 1);
-    assert_eq!(count(&pool, "SELECT count(*) AS n FROM jobs").await, 0);
+    make_due(&job.pool).await;
+    assert_eq!(job.run_pending().await, 1);
+    assert_eq!(count(&job.pool, "SELECT count(*) AS n FROM jobs").await, 0);
+    assert_eq!(effects(&job.pool).await, vec![job.effect(3)]);
     assert_eq!(
-        effects(&pool).await,
-        vec![Effect {
-            job_id: id,
-            attempt: 3,
-            runner: "a".into()
-        }]
+        job.handler.calls(),
+        vec![(job.id, 1), (job.id, 2), (job.id, 3)]
     );
-    assert_eq!(handler.calls(), vec![(id, 1), (id, 2), (id, 3)]);
-    assert_eq!(
-        count(&pool, "SELECT count(*) AS n FROM dead_letters").await,
-        0
-    );
-    assert_eq!(
-        metric(&registry, "taskflow_jobs_retries_total{kind=\"test\"}"),
-        2.0
-    );
-    assert_eq!(
-        metric(&registry, "taskflow_jobs_completed_total{kind=\"test\"}"),
-        1.0
-    );
-    assert_eq!(
-        metric(&registry, "taskflow_jobs_failed_total{kind=\"test\"}"),
-        0.0
-    );
+    assert_eq!(job.dead_letters().await, vec![]);
+    assert_eq!(job.counter("retries_total", KIND), 2.0);
+    assert_eq!(job.counter("completed_total", KIND), 1.0);
+    assert_eq!(job.counter("failed_total", KIND), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_gives_up_after_max_attempts() {
-    let (url, pool) = database().await;
-    let handler = Recorder::new(
-        "a",
-        Box::new(|job| Err(JobError::Retry(format!("attempt {} failed", job.attempts)))),
-    );
-    let (runner, registry, _) = new_runner(&url, quick(), handler.clone());
-    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 3).await[..] else {
-        unreachable!()
-    };
+    let job = one_job(KIND, 3, quick(), Box::new(retry_with_attempt)).await;
 
     // No backoff in `quick`: all three attempts are due in one drain.
-    assert_eq!(runner.run_pending().await.unwrap(), 3);
-    let row = job_row(&pool, id).await;
-    assert_eq!((row.state.as_str(), row.attempts), ("failed", 3));
-    assert_eq!(row.last_error.as_deref(), Some("attempt 3 failed"));
+    assert_eq!(job.run_pending().await, 3);
     assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) AS n FROM dead_letters WHERE error = 'attempt 3 failed'"
-        )
-        .await,
-        1
+        job.row().await.outcome(),
+        ("failed", 3, Some("attempt 3 failed"))
     );
+    let dead = DeadLetter {
+        job_id: job.id,
+        error: "attempt 3 failed".into(),
+    };
     assert_eq!(
-        count(&pool, "SELECT count(*) AS n FROM dead_letters").await,
-        1
+        job.dead_letters().await,
+        vec![dead],
+        "the failed hook ran once"
     );
+    assert_eq!(job.run_pending().await, 0, "a failed job is not run again");
     assert_eq!(
-        runner.run_pending().await.unwrap(),
-        0,
-        "a failed job is not run again"
+        job.handler.calls(),
+        vec![(job.id, 1), (job.id, 2), (job.id, 3)]
     );
-    assert_eq!(handler.calls(), vec![(id, 1), (id, 2), (id, 3)]);
-    assert!(effects(&pool).await.is_empty());
-    assert_eq!(
-        metric(&registry, "taskflow_jobs_retries_total{kind=\"test\"}"),
-        2.0
-    );
-    assert_eq!(
-        metric(&registry, "taskflow_jobs_failed_total{kind=\"test\"}"),
-        1.0
-    );
+    assert!(effects(&job.pool).await.is_empty());
+    assert_eq!(job.counter("retries_total", KIND), 2.0);
+    assert_eq!(job.counter("failed_total", KIND), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_is_terminal_at_once() {
-    let (url, pool) = database().await;
-    let handler = Recorder::new("a", Box::new(|_| Err(JobError::Fail("bad payload".into()))));
-    let (runner, registry, _) = new_runner(&url, quick(), handler.clone());
-    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 5).await[..] else {
-        unreachable!()
-    };
+    let rule: Rule = Box::new(|_| Err(JobError::Fail("bad payload".into())));
+    let job = one_job(KIND, 5, quick(), rule).await;
 
-    assert_eq!(runner.run_pending().await.unwrap(), 1);
-    let row = job_row(&pool, id).await;
-    assert_eq!((row.state.as_str(), row.attempts), ("failed", 1));
-    assert_eq!(row.last_error.as_deref(), Some("bad payload"));
+    assert_eq!(job.run_pending().await, 1);
     assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) AS n FROM dead_letters WHERE error = 'bad payload'"
-        )
-        .await,
-        1
+        job.row().await.outcome(),
+        ("failed", 1, Some("bad payload"))
     );
-    assert_eq!(handler.calls().len(), 1);
-    assert_eq!(
-        metric(&registry, "taskflow_jobs_retries_total{kind=\"test\"}"),
-        0.0
-    );
-    assert_eq!(
-        metric(&registry, "taskflow_jobs_failed_total{kind=\"test\"}"),
-        1.0
-    );
+    let dead = DeadLetter {
+        job_id: job.id,
+        error: "bad payload".into(),
+    };
+    assert_eq!(job.dead_letters().await, vec![dead]);
+    assert_eq!(job.handler.calls().len(), 1);
+    assert_eq!(job.counter("retries_total", KIND), 0.0);
+    assert_eq!(job.counter("failed_total", KIND), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_of_an_unknown_kind_fails_at_once() {
-    let (url, pool) = database().await;
-    let (runner, registry, _) = new_runner(&url, quick(), Recorder::new("a", succeed()));
-    let [id] = enqueue(&pool, "nobody-runs-this", 1, Utc::now(), 5).await[..] else {
-        unreachable!()
-    };
+    let kind = "nobody-runs-this";
+    let job = one_job(kind, 5, quick(), succeed()).await;
 
-    assert_eq!(runner.run_pending().await.unwrap(), 1);
-    let row = job_row(&pool, id).await;
-    assert_eq!((row.state.as_str(), row.attempts), ("failed", 1));
-    assert_eq!(
-        row.last_error.as_deref(),
-        Some("no handler is registered for job kind \"nobody-runs-this\"")
-    );
-    assert_eq!(
-        metric(
-            &registry,
-            "taskflow_jobs_failed_total{kind=\"nobody-runs-this\"}"
-        ),
-        1.0
-    );
+    assert_eq!(job.run_pending().await, 1);
+    let error = "no handler is registered for job kind \"nobody-runs-this\"";
+    assert_eq!(job.row().await.outcome(), ("failed", 1, Some(error)));
+    assert!(job.handler.calls().is_empty());
+    assert_eq!(job.counter("failed_total", kind), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_is_a_failed_attempt() {
-    let (url, pool) = database().await;
-    let handler = Recorder::new(
-        "a",
-        Box::new(|job| match job.attempts {
-            1 => panic!("boom"),
-            _ => Ok(()),
-        }),
-    );
-    let (runner, _registry, _) = new_runner(&url, quick(), handler.clone());
-    let [id] = enqueue(&pool, KIND, 1, Utc::now(), 5).await[..] else {
-        unreachable!()
-    };
+    let rule: Rule = Box::new(|job| match job.attempts {
+        1 => panic!("boom"),
+        _ => Ok(()),
+    });
+    let job = one_job(KIND, 5, quick(), rule).await;
 
     // No backoff in `quick`: the retry succeeds in the same drain, on the same runner.
-    assert_eq!(runner.run_pending().await.unwrap(), 2);
-    assert_eq!(handler.calls(), vec![(id, 1), (id, 2)]);
-    assert_eq!(
-        effects(&pool).await,
-        vec![Effect {
-            job_id: id,
-            attempt: 2,
-            runner: "a".into()
-        }]
-    );
-    assert_eq!(count(&pool, "SELECT count(*) AS n FROM jobs").await, 0);
+    assert_eq!(job.run_pending().await, 2);
+    assert_eq!(job.handler.calls(), vec![(job.id, 1), (job.id, 2)]);
+    assert_eq!(effects(&job.pool).await, vec![job.effect(2)]);
+    assert_eq!(count(&job.pool, "SELECT count(*) AS n FROM jobs").await, 0);
+    assert_eq!(job.counter("retries_total", KIND), 1.0);
 }
 
 /// How a test kills a runner in the middle of a job.
@@ -770,13 +764,12 @@ async fn shutdown_lets_the_running_job_finish_and_claims_nothing_more() {
     assert_eq!(
         count(
             &pool,
-            &format!("SELECT count(*) AS n FROM jobs WHERE id = {held}")
+            &format!("SELECT count(*) AS n FROM jobs WHERE id = {held}"),
         )
         .await,
         0
     );
-    let row = job_row(&pool, waiting).await;
-    assert_eq!((row.state.as_str(), row.attempts), ("queued", 0));
+    assert_eq!(job_row(&pool, waiting).await.outcome(), ("queued", 0, None));
     assert_eq!(metric(&registry, "taskflow_jobs_running"), 0.0);
 }
 
@@ -806,11 +799,7 @@ async fn shutdown_abandons_a_job_past_its_budget_and_frees_it() {
         "stopped after {took:?} with a 500 ms budget"
     );
     let row = job_row(&pool, id).await;
-    assert_eq!(
-        (row.state.as_str(), row.attempts),
-        ("queued", 0),
-        "rolled back"
-    );
+    assert_eq!(row.outcome(), ("queued", 0, None), "rolled back");
     // Another runner gets it as soon as PostgreSQL has seen the connection close.
     let handler = Recorder::new("b", succeed());
     let (other, _, _) = new_runner(&url, quick(), handler.clone());
