@@ -653,6 +653,53 @@ async fn a_runner_aborted_mid_job_leaves_the_job_to_another() {
     a_runner_killed_mid_job_leaves_the_job_to_another(Kill::AbortTask).await;
 }
 
+/// The backend of the one session that has run `LISTEN jobs` (idle: the LISTEN is done), once
+/// there is one other than `not`.
+async fn listening_session(pool: &DbPool, not: Option<i32>) -> i32 {
+    let mut found = None;
+    eventually("a runner to LISTEN", String::new, async || {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        let sessions: Vec<Pid> = diesel::sql_query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND query = 'LISTEN jobs' AND state = 'idle'",
+        )
+        .load(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+        match sessions[..] {
+            [Pid { pid }] if Some(pid) != not => {
+                found = Some(pid);
+                Ok(())
+            }
+            _ => Err(format!("{} sessions listening", sessions.len())),
+        }
+    })
+    .await;
+    found.expect("a listening session")
+}
+
+/// Wait until job `id` has run (and is gone), failing after `deadline`.
+async fn runs_within(pool: &DbPool, id: i64, deadline: Duration) {
+    let start = Instant::now();
+    let query = format!("SELECT count(*) AS n FROM jobs WHERE id = {id}");
+    while count(pool, &query).await > 0 {
+        assert!(
+            start.elapsed() < deadline,
+            "job {id} did not run within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Settings whose poll never comes in a test: anything quick was woken by a NOTIFY.
+fn no_poll() -> RunnerSettings {
+    RunnerSettings {
+        concurrency: 1,
+        poll_interval: Duration::from_secs(600),
+        ..quick()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_wakes_an_idle_runner_long_before_its_poll() {
     let (url, pool) = database().await;
@@ -665,53 +712,18 @@ async fn notify_wakes_an_idle_runner_long_before_its_poll() {
     )
     .await;
     let handler = Recorder::new("a", succeed());
-    let settings = RunnerSettings {
-        concurrency: 1,
-        poll_interval: Duration::from_secs(600),
-        ..quick()
-    };
-    let (runner, registry, _) = new_runner(&url, settings, handler.clone());
+    let (runner, registry, _) = new_runner(&url, no_poll(), handler.clone());
     let running = spawn(runner);
-    eventually("the runner to LISTEN", String::new, async || {
-        match count(
-            &pool,
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
-                 AND query = 'LISTEN jobs' AND state = 'idle'",
-        )
-        .await
-        {
-            1 => Ok(()),
-            n => Err(format!("{n} sessions listening")),
-        }
-    })
-    .await;
+    listening_session(&pool, None).await;
 
-    let runs_within = async |ids: &[i64], deadline: Duration| {
-        let start = Instant::now();
-        let id = ids[0];
-        while count(
-            &pool,
-            &format!("SELECT count(*) AS n FROM jobs WHERE id = {id}"),
-        )
-        .await
-            > 0
-        {
-            assert!(
-                start.elapsed() < deadline,
-                "job {id} did not run within {deadline:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        start.elapsed()
-    };
     for _ in 0..2 {
         let due_now = enqueue(&pool, KIND, 1, Utc::now(), 1).await;
-        runs_within(&due_now, Duration::from_secs(5)).await;
+        runs_within(&pool, due_now[0], Duration::from_secs(5)).await;
     }
     // Woken by the NOTIFY, the runner sleeps until the job is due, not until its next poll.
     let due = Utc::now() + chrono::TimeDelta::seconds(2);
     let soon = enqueue(&pool, KIND, 1, due, 1).await;
-    runs_within(&soon, Duration::from_secs(8)).await;
+    runs_within(&pool, soon[0], Duration::from_secs(8)).await;
     let on_time = format!(
         "SELECT count(*) AS n FROM effects WHERE job_id = {} AND at >= '{}'",
         soon[0],
@@ -725,6 +737,20 @@ async fn notify_wakes_an_idle_runner_long_before_its_poll() {
         later.len() as f64,
         "the queued gauge, refreshed when the runner started"
     );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_comes_back_after_its_session_dies() {
+    let (url, pool) = database().await;
+    let (runner, _, _) = new_runner(&url, no_poll(), Recorder::new("a", succeed()));
+    let running = spawn(runner);
+    let first = listening_session(&pool, None).await;
+    execute(&pool, &format!("SELECT pg_terminate_backend({first})")).await;
+    listening_session(&pool, Some(first)).await;
+
+    let due_now = enqueue(&pool, KIND, 1, Utc::now(), 1).await;
+    runs_within(&pool, due_now[0], Duration::from_secs(5)).await;
     running.stop().await;
 }
 
