@@ -14,6 +14,7 @@ use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use prometheus::{Registry, TextEncoder};
 use serde_json::json;
 use taskflow_db::jobs::{self, JobError, JobHandler, JobRecord, JobRunner, RunnerSettings};
@@ -752,6 +753,47 @@ async fn the_listener_comes_back_after_its_session_dies() {
     let due_now = enqueue(&pool, KIND, 1, Utc::now(), 1).await;
     runs_within(&pool, due_now[0], Duration::from_secs(5)).await;
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_notifies_on_commit_once_and_only_for_jobs_due_soon() {
+    let (url, pool) = database().await;
+    let mut listener = AsyncPgConnection::establish(&url).await.expect("connect");
+    diesel::sql_query("LISTEN jobs")
+        .execute(&mut listener)
+        .await
+        .expect("LISTEN");
+
+    let mut conn = pool.get().await.expect("connection");
+    let rolled_back = conn
+        .transaction::<(), _, _>(async |conn| {
+            jobs::enqueue(conn, KIND, &json!({}), Utc::now(), 1).await?;
+            Err(diesel::result::Error::RollbackTransaction)
+        })
+        .await;
+    assert!(rolled_back.is_err());
+    enqueue(&pool, KIND, 1, Utc::now() + chrono::TimeDelta::hours(2), 1).await;
+    // Notifications arrive in commit order: what came before this marker was sent above.
+    execute(&pool, "NOTIFY jobs, 'marker'").await;
+    enqueue(&pool, KIND, 3, Utc::now(), 1).await;
+    execute(&pool, "NOTIFY jobs, 'end'").await;
+
+    let mut payloads = Vec::new();
+    let mut notifications = std::pin::pin!(listener.notifications_stream());
+    while payloads.last().map(String::as_str) != Some("end") {
+        let notification = tokio::time::timeout(Duration::from_secs(10), notifications.next())
+            .await
+            .unwrap_or_else(|_| panic!("no notification after {payloads:?}"))
+            .expect("the listener is open")
+            .expect("a notification");
+        payloads.push(notification.payload);
+    }
+    assert_eq!(
+        payloads,
+        ["marker", "", "end"],
+        "none for the rolled-back or the far-off job, one for three due jobs"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) AS n FROM jobs").await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

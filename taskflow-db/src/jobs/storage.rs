@@ -13,9 +13,8 @@ use crate::schema::jobs;
 const QUEUED: &str = "queued";
 
 /// Jobs due within this horizon wake idle runners with `NOTIFY jobs`; later ones do not. A
-/// NOTIFY is not free: at commit PostgreSQL serialises every notifying transaction of the
-/// database on one lock, and the event handlers that enqueue share that lock with the outbox
-/// trigger. Reminders are mostly scheduled hours ahead, so they skip it; an idle runner never
+/// NOTIFY is not free: PostgreSQL serialises the commits of all notifying transactions of the
+/// server on one lock, which the event handlers that enqueue share with the outbox trigger. Reminders are mostly scheduled hours ahead, so they skip it; an idle runner never
 /// sleeps longer than this horizon, so it still finds them before they are due.
 pub(super) const NOTIFY_HORIZON: Duration = Duration::from_secs(60);
 
