@@ -24,6 +24,8 @@ pub struct Settings {
     pub jwt_issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
     pub jwt_audience: Option<String>,
+    /// When set, Dapr's deliveries must carry it as `dapr-api-token`.
+    pub app_api_token: Option<Secret>,
     pub events: EventSettings,
 }
 
@@ -71,6 +73,7 @@ impl Settings {
             jwt_jwks_url: None,
             jwt_issuer: None,
             jwt_audience: None,
+            app_api_token: None,
             events: EventSettings::default(),
         }
     }
@@ -97,6 +100,7 @@ impl Settings {
             jwt_jwks_url,
             jwt_issuer: var("JWT_ISSUER"),
             jwt_audience: var("JWT_AUDIENCE"),
+            app_api_token: var("APP_API_TOKEN").map(Secret::new),
             events: EventSettings {
                 relay_enabled: parsed("OUTBOX_RELAY_ENABLED", d.relay_enabled)?,
                 publisher,

@@ -22,7 +22,7 @@ use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
 use crate::outbox::EventPathHealth;
-use crate::routes::{health, tasks};
+use crate::routes::{events, health, tasks};
 
 pub struct Application {
     port: u16,
@@ -64,12 +64,19 @@ impl Application {
         } else {
             None
         };
+        let subscriber = Subscriber {
+            state: Data::new(events::SubscriberState {
+                pubsub: settings.events.dapr_pubsub_name.clone(),
+            }),
+            token: Data::new(events::AppApiToken(settings.app_api_token.clone())),
+        };
         let server = run(
             listener,
             pool.clone(),
             auth,
             metrics.clone(),
             event_path.clone(),
+            subscriber,
         )?;
         Ok(Application {
             port,
@@ -169,12 +176,19 @@ async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document())
 }
 
+/// What the Dapr subscription routes need.
+struct Subscriber {
+    state: Data<events::SubscriberState>,
+    token: Data<events::AppApiToken>,
+}
+
 fn run(
     listener: TcpListener,
     pool: DbPool,
     auth: Data<Authenticator>,
     metrics: Data<Metrics>,
     event_path: Data<EventPathHealth>,
+    subscriber: Subscriber,
 ) -> anyhow::Result<Server> {
     let pool = Data::new(pool);
     let migrations_seen = Data::new(health::MigrationsSeen::default());
@@ -189,6 +203,8 @@ fn run(
             .wrap(TracingLogger::default())
             .app_data(pool.clone())
             .app_data(auth.clone())
+            .app_data(subscriber.state.clone())
+            .app_data(subscriber.token.clone())
             .app_data(metrics.clone())
             .app_data(event_path.clone())
             .app_data(migrations_seen.clone())
@@ -205,6 +221,7 @@ fn run(
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(health::routes)
+            .configure(events::routes)
             .service(web::resource("/openapi.json").route(web::get().to(openapi)))
             .service(tasks::scope())
             .default_service(web::to(not_found))

@@ -72,3 +72,15 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    task_history (event_id) {
+        event_id -> Uuid,
+        task_id -> Uuid,
+        user_id -> Text,
+        event_type -> Text,
+        version -> BigInt,
+        occurred_at -> Timestamptz,
+        recorded_at -> Timestamptz,
+    }
+}

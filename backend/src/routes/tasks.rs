@@ -43,6 +43,7 @@ pub fn scope() -> actix_web::Scope {
         .service(web::resource("/{id}/complete").route(web::patch().to(complete)))
         .service(web::resource("/{id}/recurrence/cancel").route(web::post().to(cancel_recurrence)))
         .service(web::resource("/{id}/occurrences").route(web::get().to(occurrences)))
+        .service(web::resource("/{id}/history").route(web::get().to(history)))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -477,4 +478,52 @@ pub async fn occurrences(
             .map(|(due_at, occurrence)| Occurrence { occurrence, due_at })
             .collect(),
     }))
+}
+
+/// One recorded event of a task.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryItem {
+    pub event_id: Uuid,
+    /// created, updated, completed, deleted or recurrence_cancelled.
+    pub event_type: String,
+    /// The task's version after the change.
+    pub version: i64,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[utoipa::path(
+    get, path = "/api/{user_id}/tasks/{id}/history", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The task's events as delivered back through Dapr, oldest first", body = Vec<HistoryItem>),
+        (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn history(
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = pool.get().await?;
+    let entries = taskflow_db::history::of_task(&mut conn, &user_id, id).await?;
+    // A deleted task keeps its history; one that never had events does not exist for this user.
+    if entries.is_empty()
+        && taskflow_db::tasks::find(&mut conn, &user_id, id, false)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::NotFound("no such task"));
+    }
+    Ok(HttpResponse::Ok().json(
+        entries
+            .into_iter()
+            .map(|e| HistoryItem {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                version: e.version,
+                occurred_at: e.occurred_at,
+            })
+            .collect::<Vec<_>>(),
+    ))
 }

@@ -2,6 +2,7 @@
 //! database (cloned from a migrated template) and its own port.
 
 mod auth;
+mod dapr;
 mod errors;
 mod events;
 mod health;
