@@ -217,7 +217,10 @@ impl Recurrence {
             RecurrenceInput::Shorthand(name) => {
                 (Schedule::Rule(shorthand(name, due)?), Anchor::Due)
             }
-            RecurrenceInput::Rule(r) => (Schedule::Rule(validate_rule(&r.rule, due)?), r.anchor),
+            RecurrenceInput::Rule(r) => (
+                Schedule::Rule(validate_rule(&r.rule, due, r.anchor)?),
+                r.anchor,
+            ),
             RecurrenceInput::Cron(c) => (Schedule::Cron(validate_cron(&c.cron, due)?), c.anchor),
         };
         if anchor == Anchor::Due && due.is_none() {
@@ -241,9 +244,10 @@ impl Recurrence {
         }
     }
 
-    /// The due date of the occurrence after one due at `current_due` (None: no due date) that
-    /// was completed at `completed_at`; the series start comes from [`Recurrence::start`]
-    /// (the current occurrence when the series has none). See [`Recurrence::next_due`].
+    /// The due date of the occurrence after one due at `current_due` (None: no due date; the
+    /// completion time is then the reference) that was completed at `completed_at`. The
+    /// series start comes from [`Recurrence::start`] (the current occurrence when the series
+    /// has none). See [`Recurrence::next_due`].
     #[must_use]
     pub fn next_occurrence(
         &self,
@@ -253,8 +257,15 @@ impl Recurrence {
         tz: Tz,
     ) -> Option<DateTime<Utc>> {
         let current = current_due.unwrap_or(completed_at);
-        let start = self.start.and_then(|s| s.instant()).unwrap_or(current);
-        self.next_due(start, current, completed_at, occurrence, tz)
+        // The stored wall-clock start, not its instant: 02:30 on a spring-forward day is
+        // 03:30 that day only. Read in another zone, the start is the same instant.
+        let start = match self.start {
+            Some(s) if s.tz == tz => Some(s.local),
+            Some(s) => s.instant().map(|at| at.with_timezone(&tz).naive_local()),
+            None => None,
+        }
+        .unwrap_or_else(|| current.with_timezone(&tz).naive_local());
+        self.next_from(start, current, completed_at, occurrence, tz)
     }
 
     /// The next `n` due dates of the series after an occurrence due at `current_due`, as they
@@ -305,17 +316,19 @@ impl Recurrence {
     /// * `series_start`: due date of occurrence 1; its local time of day is kept.
     /// * `current_due`: due date of the occurrence being completed.
     /// * `completed_at`: when that occurrence was completed.
-    /// * `occurrence`: its number, 1-based (COUNT=n allows occurrences 1..=n).
+    /// * `occurrence`: its number, 1-based.
     /// * `tz`: the task's time zone; rules and cron are evaluated on its wall clock.
     ///
-    /// With [`Anchor::Due`] the result is the first instance of the series (generated from
-    /// `series_start`) strictly after `current_due`, even if that is already in the past.
-    /// With [`Anchor::Completion`] the series is restarted on the completion day (at
-    /// `series_start`'s time of day for daily and longer frequencies, at the completion
-    /// minute for hourly ones); the instance on that restart point itself counts as the
-    /// one just completed, so the result is the first later instance after `completed_at`.
-    /// A cron schedule with [`Anchor::Completion`] gives its first fire after both
-    /// `completed_at` and `current_due`.
+    /// With [`Anchor::Due`] the result is the first instance of the series (expanded from
+    /// `series_start`) strictly after both `current_due` and `completed_at`: an early
+    /// completion does not bring a second occurrence into the same period, a late one skips
+    /// the periods missed. With [`Anchor::Completion`] the completion is advanced by one
+    /// period of the rule: the rule is restarted on the completion day (at `series_start`'s
+    /// time of day for daily and longer frequencies, at the completion minute for hourly
+    /// ones), the instance on that restart point itself counts as the one just completed, and
+    /// the result is the first later instance after `completed_at`. A cron schedule has no
+    /// period, so both anchors give its first fire after both `current_due` and
+    /// `completed_at`. See the module docs for COUNT.
     #[must_use]
     pub fn next_due(
         &self,
@@ -325,14 +338,28 @@ impl Recurrence {
         occurrence: u32,
         tz: Tz,
     ) -> Option<DateTime<Utc>> {
-        let in_range = |d: &DateTime<Utc>| (MIN_YEAR..=MAX_YEAR).contains(&d.year());
+        let start = series_start.with_timezone(&tz).naive_local();
+        self.next_from(start, current_due, completed_at, occurrence, tz)
+    }
+
+    /// [`Recurrence::next_due`] with the series start as local wall-clock time in `tz`.
+    fn next_from(
+        &self,
+        series_start: NaiveDateTime,
+        current_due: DateTime<Utc>,
+        completed_at: DateTime<Utc>,
+        occurrence: u32,
+        tz: Tz,
+    ) -> Option<DateTime<Utc>> {
+        let in_range = |year: i32| (MIN_YEAR..=MAX_YEAR).contains(&year);
         if !self.active
-            || ![series_start, current_due, completed_at]
-                .iter()
+            || ![series_start.year(), current_due.year(), completed_at.year()]
+                .into_iter()
                 .all(in_range)
         {
             return None;
         }
+        let series_start = whole_seconds(series_start);
         match &self.schedule {
             Schedule::Rule(text) => {
                 let spec = RuleSpec::parse(text).ok()?;
@@ -342,7 +369,9 @@ impl Recurrence {
                     return None;
                 }
                 match self.anchor {
-                    Anchor::Due => spec.next_after_due(series_start, current_due, tz),
+                    Anchor::Due => {
+                        spec.next_after_due(series_start, current_due.max(completed_at), tz)
+                    }
                     Anchor::Completion => {
                         spec.next_after_completion(series_start, completed_at, tz)
                     }
@@ -350,15 +379,9 @@ impl Recurrence {
             }
             Schedule::Cron(text) => {
                 let (_, schedule) = parse_cron(text).ok()?;
-                // A cron schedule has no interval to restart, so "from completion" means
-                // skipping the fires missed while late; an early completion must not bring
-                // back the occurrence it just completed.
-                let after = match self.anchor {
-                    Anchor::Due => current_due,
-                    Anchor::Completion => completed_at.max(current_due),
-                };
                 // The cron crate only looks strictly after the given instant.
-                let next = schedule.after(&after.with_timezone(&tz)).next()?;
+                let after = current_due.max(completed_at).with_timezone(&tz);
+                let next = schedule.after(&after).next()?;
                 Some(next.with_timezone(&Utc))
             }
         }
@@ -599,7 +622,15 @@ fn shorthand(name: &str, due: Option<DateTime<Tz>>) -> Result<String, Recurrence
             ..RuleSpec::new(Freq::Weekly)
         },
         "weekly" => RuleSpec::new(Freq::Weekly),
-        "yearly" => RuleSpec::new(Freq::Yearly),
+        "yearly" => {
+            let mut spec = RuleSpec::new(Freq::Yearly);
+            // RFC 5545 would skip common years; a birthday on Feb 29 is kept on Feb 28.
+            if due.is_some_and(|d| (d.month(), d.day()) == (2, 29)) {
+                spec.by_month = vec![2];
+                spec.set_clamped_month_day(29);
+            }
+            spec
+        }
         "monthly" => {
             // The day comes from the due date; without one the anchor check fails anyway.
             let due = due.ok_or(RecurrenceError::DueRequired)?;
@@ -612,7 +643,11 @@ fn shorthand(name: &str, due: Option<DateTime<Tz>>) -> Result<String, Recurrence
     Ok(rule.to_string())
 }
 
-fn validate_rule(text: &str, due: Option<DateTime<Tz>>) -> Result<String, RecurrenceError> {
+fn validate_rule(
+    text: &str,
+    due: Option<DateTime<Tz>>,
+    anchor: Anchor,
+) -> Result<String, RecurrenceError> {
     let spec = RuleSpec::parse(text)?;
     spec.check_satisfiable()?;
     let due = due.filter(|d| (MIN_YEAR..=MAX_YEAR).contains(&d.year()));
@@ -627,7 +662,9 @@ fn validate_rule(text: &str, due: Option<DateTime<Tz>>) -> Result<String, Recurr
     // Let the rrule crate check what it knows better (ordinal ranges per FREQ, ...) and make
     // sure the rule yields at least one instance, e.g. not "the 10th Monday of the month".
     let start = due.map_or_else(reference_start, |d| whole_seconds(d.naive_local()));
-    let set = spec.instance_set(start, start).map_err(rrule_error)?;
+    let set = spec
+        .instance_set(start, start, anchor == Anchor::Completion)
+        .map_err(rrule_error)?;
     if set.into_iter().next().is_none() {
         return Err(RecurrenceError::InvalidRule(
             "the rule never produces an occurrence".into(),
@@ -1094,7 +1131,7 @@ impl RuleSpec {
             spec.by_month_day = parse_numbers(v, "BYMONTHDAY", -31, 31, true)?;
         }
         if let Some(v) = by_day {
-            spec.by_day = parse_by_day(v, freq)?;
+            spec.by_day = parse_by_day(v, freq, !spec.by_month.is_empty())?;
         }
         if let Some(v) = by_set_pos {
             if by_day.is_none() && by_month_day.is_none() && by_month.is_none() {
@@ -1103,6 +1140,17 @@ impl RuleSpec {
                 ));
             }
             spec.by_set_pos = parse_numbers(v, "BYSETPOS", -366, 366, true)?;
+        }
+        let combined = !spec.by_month_day.is_empty() || !spec.by_set_pos.is_empty();
+        if let Some(day) = spec
+            .by_day
+            .iter()
+            .find(|d| combined && d.nth.is_some_and(|n| crate_rejects(freq, n)))
+        {
+            return Err(invalid(format!(
+                "BYDAY={day} cannot be combined with BYMONTHDAY or BYSETPOS; use it alone or \
+                 with other BYDAY values"
+            )));
         }
         Ok(spec)
     }
@@ -1195,29 +1243,32 @@ impl RuleSpec {
     /// The pattern the rrule crate expands: COUNT and UNTIL are applied by us (by
     /// occurrence number and on real instants), and the parts RFC 5545 takes from DTSTART
     /// are spelled out from `start` so that the iteration start can move (fast-forward,
-    /// restart at completion) without changing the pattern. Days 29-31 are clamped.
-    fn pattern(&self, start: NaiveDateTime) -> RuleSpec {
+    /// restart at completion) without changing the pattern. A day of the month taken from
+    /// `start` is kept as RFC 5545 says (months without it are skipped) unless `clamp`, for a
+    /// restart at a completion, where one month after Jan 31 is Feb 28.
+    fn pattern(&self, start: NaiveDateTime, clamp: bool) -> RuleSpec {
         let mut p = self.clone();
         p.count = None;
         p.until = None;
         let no_day_parts = p.by_month_day.is_empty() && p.by_day.is_empty();
+        let day = i8::try_from(start.day()).unwrap_or(1);
         match p.freq {
             Freq::Weekly if p.by_day.is_empty() => p.by_day = vec![DaySpec::every(start.weekday())],
             Freq::Monthly if no_day_parts => {
-                if p.by_set_pos.is_empty() {
+                if clamp && p.by_set_pos.is_empty() {
                     p.set_clamped_month_day(start.day());
                 } else {
-                    p.by_month_day = vec![i8::try_from(start.day()).unwrap_or(1)];
+                    p.by_month_day = vec![day];
                 }
             }
             Freq::Yearly if no_day_parts => {
                 if p.by_month.is_empty() {
                     p.by_month = vec![u8::try_from(start.month()).unwrap_or(1)];
                 }
-                if p.by_month.len() == 1 && p.by_set_pos.is_empty() {
+                if clamp && p.by_month.len() == 1 && p.by_set_pos.is_empty() {
                     p.set_clamped_month_day(start.day());
                 } else {
-                    p.by_month_day = vec![i8::try_from(start.day()).unwrap_or(1)];
+                    p.by_month_day = vec![day];
                 }
             }
             _ => {}
@@ -1225,75 +1276,122 @@ impl RuleSpec {
         p
     }
 
-    /// Instances of `pattern(pattern_start)` from `iter_start` on, in floating local time.
+    /// The rules the rrule crate expands for this pattern; their union is its instances.
+    /// BYDAY ordinals the crate's validator wrongly rejects ([`crate_rejects`]) become a rule
+    /// `BYDAY=<weekday>;BYSETPOS=<n>` each (the n-th last such weekday of the period), the
+    /// other BYDAY items stay together. [`RuleSpec::parse`] keeps BYMONTHDAY and BYSETPOS
+    /// away from such ordinals: with those the split would change the meaning.
+    fn crate_rules(self) -> Vec<RuleSpec> {
+        let (rejected, kept): (Vec<DaySpec>, Vec<DaySpec>) = self
+            .by_day
+            .iter()
+            .partition(|d| d.nth.is_some_and(|n| crate_rejects(self.freq, n)));
+        if rejected.is_empty() {
+            return vec![self];
+        }
+        let mut rules: Vec<RuleSpec> = rejected
+            .iter()
+            .filter_map(|d| {
+                Some(RuleSpec {
+                    by_day: vec![DaySpec::every(d.weekday)],
+                    by_set_pos: vec![d.nth?],
+                    ..self.clone()
+                })
+            })
+            .collect();
+        if !kept.is_empty() {
+            rules.push(RuleSpec {
+                by_day: kept,
+                ..self
+            });
+        }
+        rules
+    }
+
+    /// Instances of `pattern(pattern_start, clamp)` from `iter_start` on, in floating local
+    /// time.
     fn instance_set(
         &self,
         pattern_start: NaiveDateTime,
         iter_start: NaiveDateTime,
+        clamp: bool,
     ) -> Result<RRuleSet, RRuleError> {
         let dt_start = rrule::Tz::UTC.from_utc_datetime(&whole_seconds(iter_start));
-        let rule: RRule<Unvalidated> = self.pattern(pattern_start).to_string().parse()?;
-        let rule = rule.validate(dt_start)?;
         // `limit` makes the iterator give up after a bounded number of empty periods.
-        Ok(RRuleSet::new(dt_start).rrule(rule).limit())
+        let mut set = RRuleSet::new(dt_start).limit();
+        for part in self.pattern(pattern_start, clamp).crate_rules() {
+            let rule: RRule<Unvalidated> = part.to_string().parse()?;
+            set = set.rrule(rule.validate(dt_start)?);
+        }
+        Ok(set)
     }
 
-    /// First instance whose local time and instant satisfy `accept`, within UNTIL.
-    fn first_instance(
+    /// The instances of [`RuleSpec::instance_set`] in order, as (local wall time, real
+    /// instant), up to UNTIL.
+    fn instances(
         &self,
         pattern_start: NaiveDateTime,
         iter_start: NaiveDateTime,
+        clamp: bool,
         tz: Tz,
-        accept: impl Fn(NaiveDateTime, DateTime<Utc>) -> bool,
-    ) -> Option<DateTime<Utc>> {
-        let set = self.instance_set(pattern_start, iter_start).ok()?;
-        for instance in set.into_iter().take(MAX_SCAN) {
-            let local = instance.naive_utc();
-            let Some(at) = resolve_local(tz, local) else {
-                continue;
-            };
-            if self.until.is_some_and(|u| !u.allows(local, at)) {
-                // Instances only grow, so the series is over.
-                return None;
-            }
-            if accept(local, at) {
-                return Some(at);
-            }
-        }
-        None
+    ) -> Option<impl Iterator<Item = (NaiveDateTime, DateTime<Utc>)>> {
+        let set = self.instance_set(pattern_start, iter_start, clamp).ok()?;
+        let until = self.until;
+        let mut previous = None;
+        Some(
+            set.into_iter()
+                .take(MAX_SCAN)
+                .map(|instance| instance.naive_utc())
+                // Rules of `crate_rules` may share an instance.
+                .filter(move |local| previous.replace(*local) != Some(*local))
+                .filter_map(move |local| Some((local, resolve_local(tz, local)?)))
+                .take_while(move |&(local, at)| until.is_none_or(|u| u.allows(local, at))),
+        )
     }
 
+    /// The first instance of the series from `start` (local) strictly after `after`. With
+    /// COUNT, instances skipped by a late completion use it up too: the start is occurrence 1
+    /// (as RFC 5545 counts DTSTART) and the instances after it are the others.
     fn next_after_due(
         &self,
-        series_start: DateTime<Utc>,
-        current_due: DateTime<Utc>,
+        start: NaiveDateTime,
+        after: DateTime<Utc>,
         tz: Tz,
     ) -> Option<DateTime<Utc>> {
-        let start = whole_seconds(series_start.with_timezone(&tz).naive_local());
-        let target = current_due.with_timezone(&tz).naive_local();
-        let iter_start = self.fast_forward(start, target);
-        self.first_instance(start, iter_start, tz, |_, at| at > current_due)
+        let is_later = |&(_, at): &(NaiveDateTime, DateTime<Utc>)| at > after;
+        let next = match self.count {
+            // COUNT is small enough to scan from the start.
+            Some(count) => {
+                let others = usize::try_from(count.checked_sub(1)?).ok()?;
+                self.instances(start, start, false, tz)?
+                    .filter(|&(local, _)| local > start)
+                    .take(others)
+                    .find(is_later)
+            }
+            None => {
+                let target = after.with_timezone(&tz).naive_local();
+                let iter_start = self.fast_forward(start, target);
+                self.instances(start, iter_start, false, tz)?.find(is_later)
+            }
+        };
+        next.map(|(_, at)| at)
     }
 
     fn next_after_completion(
         &self,
-        series_start: DateTime<Utc>,
+        series_start: NaiveDateTime,
         completed_at: DateTime<Utc>,
         tz: Tz,
     ) -> Option<DateTime<Utc>> {
         let done = completed_at.with_timezone(&tz).naive_local();
-        let start = if self.freq == Freq::Hourly {
-            done.with_second(0)
-                .and_then(|t| t.with_nanosecond(0))
-                .unwrap_or(done)
+        let restart = whole_seconds(if self.freq == Freq::Hourly {
+            done.with_second(0).unwrap_or(done)
         } else {
-            let time_of_day = series_start.with_timezone(&tz).naive_local().time();
-            done.date().and_time(time_of_day)
-        };
-        let start = whole_seconds(start);
-        self.first_instance(start, start, tz, |local, at| {
-            local > start && at > completed_at
-        })
+            done.date().and_time(series_start.time())
+        });
+        self.instances(restart, restart, true, tz)?
+            .find(|&(local, at)| local > restart && at > completed_at)
+            .map(|(_, at)| at)
     }
 
     /// Move the iteration start to a whole number of periods before `target`, so that a long
@@ -1628,7 +1726,12 @@ where
     Ok(numbers)
 }
 
-fn parse_by_day(value: &str, freq: Freq) -> Result<Vec<DaySpec>, RecurrenceError> {
+/// `with_by_month`: BYMONTH is set, so YEARLY ordinals count within the month (RFC 5545).
+fn parse_by_day(
+    value: &str,
+    freq: Freq,
+    with_by_month: bool,
+) -> Result<Vec<DaySpec>, RecurrenceError> {
     let mut days = Vec::new();
     for item in value.split(',').map(str::trim) {
         let split = item
@@ -1642,9 +1745,10 @@ fn parse_by_day(value: &str, freq: Freq) -> Result<Vec<DaySpec>, RecurrenceError
         let nth = if number.is_empty() {
             None
         } else {
-            let limit: i16 = match freq {
-                Freq::Monthly => 5,
-                Freq::Yearly => 53,
+            let (limit, scope): (i16, &str) = match freq {
+                Freq::Monthly => (5, ""),
+                Freq::Yearly if with_by_month => (5, " with BYMONTH"),
+                Freq::Yearly => (53, ""),
                 _ => {
                     return Err(invalid(format!(
                         "BYDAY ordinals like '{}' need FREQ=MONTHLY or FREQ=YEARLY",
@@ -1659,7 +1763,7 @@ fn parse_by_day(value: &str, freq: Freq) -> Result<Vec<DaySpec>, RecurrenceError
                 .ok_or_else(|| {
                     invalid(format!(
                         "BYDAY ordinal in '{}' must be from 1 to {limit} or -{limit} to -1 for \
-                         FREQ={}",
+                         FREQ={}{scope}",
                         snippet(item),
                         freq.as_str()
                     ))
@@ -1696,6 +1800,16 @@ fn resolve_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
 
 fn len_u16(n: usize) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+/// BYDAY ordinals RFC 5545 allows but the rrule crate's validator rejects: its ranges are one
+/// short on the negative side (-4..=5 for MONTHLY, -52..=53 for YEARLY, rrule 0.14).
+fn crate_rejects(freq: Freq, nth: i16) -> bool {
+    match freq {
+        Freq::Monthly => nth == -5,
+        Freq::Yearly => nth == -53,
+        Freq::Hourly | Freq::Daily | Freq::Weekly => false,
+    }
 }
 
 fn max_days_in_month(month: u8) -> u32 {
@@ -2199,7 +2313,18 @@ mod tests {
                 "FREQ=MONTHLY;BYDAY=MO;BYSETPOS=10",
                 "never produces an occurrence",
             ),
-            ("FREQ=MONTHLY;BYDAY=-5MO", "`BYDAY` is `-5`"),
+            (
+                "FREQ=MONTHLY;BYDAY=-5MO;BYSETPOS=1",
+                "BYDAY=-5MO cannot be combined with BYMONTHDAY or BYSETPOS",
+            ),
+            (
+                "FREQ=MONTHLY;BYDAY=-5FR;BYMONTHDAY=1",
+                "BYDAY=-5FR cannot be combined with BYMONTHDAY or BYSETPOS",
+            ),
+            (
+                "FREQ=YEARLY;BYMONTH=1;BYDAY=-53MO",
+                "must be from 1 to 5 or -5 to -1 for FREQ=YEARLY with BYMONTH",
+            ),
             (
                 "FREQ=WEEKLY;BYDAY=MO,TU;BYSETPOS=3",
                 "BYSETPOS asks for more than the 2 instances there can be in each week",
@@ -2521,13 +2646,17 @@ mod tests {
     }
 
     #[test]
-    fn due_anchor_does_not_skip_past_instances() {
+    fn due_anchor_skips_the_periods_a_late_completion_missed() {
         let due = local(Tz::UTC, 2025, 3, 3, 9, 0);
         let r = parse(short("daily"), Some(due));
         let start = due.with_timezone(&Utc);
-        // Completed ten days late: the next one is still the day after the current due date.
+        // Completed ten days late: the first instance after the completion, not one in the
+        // past (the old expectation, the day after the due date, was the defect).
         let next = r.next_due(start, start, utc(2025, 3, 13, 12, 0), 1, Tz::UTC);
-        assert_eq!(next, Some(utc(2025, 3, 4, 9, 0)));
+        assert_eq!(next, Some(utc(2025, 3, 14, 9, 0)));
+        // Completed late but before that day's instance: that instance.
+        let next = r.next_due(start, start, utc(2025, 3, 13, 8, 0), 1, Tz::UTC);
+        assert_eq!(next, Some(utc(2025, 3, 13, 9, 0)));
     }
 
     #[test]
@@ -2584,9 +2713,11 @@ mod tests {
             let spec = RuleSpec::parse(text).expect("valid");
             let start_local = start.with_timezone(&BERLIN).naive_local();
             for current in currents {
-                let full =
-                    spec.first_instance(start_local, start_local, BERLIN, |_, at| at > current);
-                let fast = spec.next_after_due(start, current, BERLIN);
+                let full = spec
+                    .instances(start_local, start_local, false, BERLIN)
+                    .and_then(|mut all| all.find(|&(_, at)| at > current))
+                    .map(|(_, at)| at);
+                let fast = spec.next_after_due(start_local, current, BERLIN);
                 assert_eq!(fast, full, "{text} after {current}");
                 assert!(fast.is_some());
             }
