@@ -1,13 +1,95 @@
 //! Recurring tasks: validating, normalising, describing and stepping repeat schedules.
 //!
-//! A client sends a shorthand (`"weekly"`), an RFC 5545 RRULE or a 6-field cron expression
+//! A client sends a shorthand, an RFC 5545 RRULE or a 6-field cron expression
 //! ([`RecurrenceInput`]). [`Recurrence::parse`] turns it into the canonical stored form
-//! ([`Recurrence`]), which later computes the due date of the next occurrence.
+//! ([`Recurrence`]): the schedule text, the anchor, and the series start (`dtstart`, the local
+//! due time of the task the rule was set on, and `tzid`, its IANA zone).
+//! [`Recurrence::next_occurrence`] gives the due date of the next occurrence and
+//! [`Recurrence::upcoming`] the next N.
 //!
-//! Rules are expanded on the task's wall clock ("floating" local time, fed to the rrule
-//! crate as if it were UTC) and only then mapped to real instants in the task's zone. That
-//! keeps 09:00 at 09:00 across DST changes and makes DST gaps and overlaps our decision
-//! rather than the iterator's.
+//! # Rule syntax
+//!
+//! - Shorthands, case-insensitive: `daily`; `weekdays` (Monday to Friday); `weekly` (on the
+//!   due date's weekday); `monthly` (on the due date's day of the month, clamped, see below);
+//!   `yearly` (on the due date's month and day). They are anchored on the due date and need
+//!   one.
+//! - RRULE, case-insensitive, optionally prefixed `RRULE:`, stored in the canonical order
+//!   `FREQ;INTERVAL;BYMONTH;BYMONTHDAY;BYDAY;BYSETPOS;COUNT;UNTIL;WKST`:
+//!   `FREQ` `HOURLY|DAILY|WEEKLY|MONTHLY|YEARLY`; `INTERVAL` 1 to 1000; `BYMONTH` 1 to 12;
+//!   `BYMONTHDAY` -31 to 31 without 0 (-1 is the last day; not with WEEKLY); `BYDAY` `MO` to
+//!   `SU`, with an ordinal for MONTHLY (-5 to 5: `2MO`, `-1FR`, `-5MO`) and YEARLY (-53 to 53;
+//!   -5 to 5 with BYMONTH, where it counts within the month); `BYSETPOS` -366 to 366 with
+//!   another BY part; `COUNT` 1 to 10000, or `UNTIL` (a date `YYYYMMDD`, inclusive, in the
+//!   task's zone; a local date-time `YYYYMMDDTHHMMSS`; or UTC, `...Z`); `WKST`. Not accepted:
+//!   DTSTART (the due date is the start), BYHOUR, BYMINUTE, BYSECOND, BYYEARDAY, BYWEEKNO,
+//!   EXDATE, RDATE, EXRULE, MINUTELY and SECONDLY, and two combinations the engine cannot
+//!   expand (see "The rrule crate"). What RFC 5545 takes from DTSTART (the weekday of WEEKLY,
+//!   the day of MONTHLY, month and day of YEARLY, the time of day) comes from the series start.
+//! - Cron: six fields, `sec min hour day-of-month month day-of-week`, with day names in the
+//!   day-of-week field (numbers differ between cron dialects), at most hourly (a single second
+//!   and a single minute value), evaluated on the task's wall clock.
+//!
+//! # Month ends
+//!
+//! An explicit RRULE follows RFC 5545 exactly: a date that does not exist is skipped, never
+//! moved. `FREQ=MONTHLY` from Jan 31 (like `BYMONTHDAY=31`) gives Jan 31, Mar 31, May 31, ...;
+//! `FREQ=MONTHLY;BYMONTH=1,4` and `FREQ=YEARLY;BYMONTH=1,4` from Jan 31 give Jan 31 only;
+//! `FREQ=YEARLY` from Feb 29 gives leap years only; `BYMONTHDAY=-1` is the last day of every
+//! month. Clamping belongs to the shorthands, which store it as an RRULE idiom when parsed:
+//! `monthly` from the 29th or 30th is `BYMONTHDAY=28,29[,30];BYSETPOS=-1` (the day, or the
+//! last day of a shorter month), from the 31st `BYMONTHDAY=-1`. So Jan 31 gives Feb 28 (Feb 29
+//! in leap years), Mar 31, Apr 30: the day is kept and clamped per month, never drifting.
+//! `yearly` from Feb 29 is `FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=28,29;BYSETPOS=-1`: Feb 28 in
+//! common years, Feb 29 in leap years.
+//!
+//! # Anchors
+//!
+//! - `due` (default): the next occurrence is the first instance of the series (expanded from
+//!   the series start) strictly after the later of the previous due date and the completion
+//!   time. Finishing early never creates two occurrences in one period; finishing late skips
+//!   the missed periods: a daily 09:00 task due Mar 3 and completed Mar 13 at 12:00 is next
+//!   due Mar 14 at 09:00.
+//! - `completion`: the completion advanced by one period of the rule. The rule is restarted on
+//!   the completion day at the series' time of day (HOURLY: at the completion minute), the
+//!   instance at the restart counting as the one just completed. `FREQ=DAILY;INTERVAL=3`
+//!   completed on a Thursday gives Sunday at the series' time; `FREQ=WEEKLY;BYDAY=MO`
+//!   completed on a Wednesday, the next Monday; `FREQ=MONTHLY` completed on Jan 31, Feb 28
+//!   (one month later: a day taken from the completion is clamped, as it is policy rather
+//!   than RFC 5545 expansion).
+//! - Without a due date the completion time is the reference (and the series start, for a
+//!   series without one).
+//! - A cron schedule has no period: under both anchors the next occurrence is its first fire
+//!   after the later of the previous due date and the completion.
+//! - `COUNT=n`: the series has n occurrences, the first being the task the rule was set on
+//!   (RFC 5545 counts DTSTART as the first). Under `due`, instances a late completion skipped
+//!   count too, so the series ends where the rule ends; under `completion`, every occurrence
+//!   counts once. `UNTIL` bounds each occurrence's local date (a date), local time (a local
+//!   date-time) or instant (UTC). A series whose COUNT or UNTIL is exhausted has no next
+//!   occurrence.
+//!
+//! # Time zones
+//!
+//! Rules are expanded on the task's wall clock (floating local time from the series start,
+//! fed to the rrule crate as if it were UTC) and only then mapped to instants in the task's
+//! IANA zone, so "daily at 09:00 Europe/Berlin" stays 09:00 local across DST. A local time
+//! that does not exist (spring forward) moves forward by the gap, as RFC 5545 says: 02:30
+//! becomes 03:30 in Berlin, 02:15 becomes 02:45 on Lord Howe Island's 30-minute change. An
+//! ambiguous one (fall back) takes the first, earlier instant. The series start, not the
+//! previous occurrence, defines the schedule, so neither a DST shift nor a clamped day carries
+//! forward: 02:30 is 03:30 on the spring-forward day only, and `monthly` from Jan 31 returns to
+//! Mar 31 after Feb 28.
+//!
+//! # The rrule crate
+//!
+//! The `rrule` crate (0.14) expands the rules; this module adds only policy (anchors,
+//! clamping, COUNT and UNTIL, time zones, the summary). Two of its defects are worked
+//! around: its validator rejects the BYDAY ordinals -5 for MONTHLY and -53 for YEARLY (its
+//! ranges are -4..=5 and -52..=53), and it gives no instance at all for a BYDAY mixing
+//! weekdays with and without a number (`TH,1MO`). Such a rule is handed to it as a union of
+//! rules: the plain weekdays, the numbered ones, and each rejected `-nXX` as
+//! `BYDAY=XX;BYSETPOS=-n` (the n-th last XX of the period). Stored text keeps the RFC
+//! spelling. Where a union would change the meaning, the rule is rejected with a message
+//! saying so: BYSETPOS with such a BYDAY, and BYMONTHDAY with -5 or -53.
 //!
 //! Everything here is pure: no clock, no I/O.
 
@@ -113,7 +195,8 @@ pub struct CronInput {
 #[serde(untagged)]
 pub enum RecurrenceInput {
     /// `daily`, `weekdays`, `weekly`, `monthly` (on the due date's day of the month, or the
-    /// month's last day when it is shorter) or `yearly`; case-insensitive.
+    /// month's last day when it is shorter) or `yearly` (from Feb 29: Feb 28 in common years);
+    /// case-insensitive.
     // Checked by `Recurrence::parse`, which reports unknown names.
     Shorthand(String),
     Rule(RuleInput),
@@ -1253,8 +1336,8 @@ impl RuleSpec {
         len_u16(most)
     }
 
-    /// The pattern the rrule crate expands: COUNT and UNTIL are applied by us (by
-    /// occurrence number and on real instants), and the parts RFC 5545 takes from DTSTART
+    /// The pattern the rrule crate expands: COUNT and UNTIL are applied by us (counting
+    /// occurrences, and on real instants), and the parts RFC 5545 takes from DTSTART
     /// are spelled out from `start` so that the iteration start can move (fast-forward,
     /// restart at completion) without changing the pattern. A day of the month taken from
     /// `start` is kept as RFC 5545 says (months without it are skipped) unless `clamp`, for a
