@@ -88,8 +88,8 @@
 //! weekdays with and without a number (`TH,1MO`). Such a rule is handed to it as a union of
 //! rules: the plain weekdays, the numbered ones, and each rejected `-nXX` as
 //! `BYDAY=XX;BYSETPOS=-n` (the n-th last XX of the period). Stored text keeps the RFC
-//! spelling. Where a union would change the meaning, the rule is rejected with a message
-//! saying so: BYSETPOS with such a BYDAY, and BYMONTHDAY with -5 or -53.
+//! spelling. Such a BYDAY cannot be combined with BYMONTHDAY or BYSETPOS (rejected with a
+//! message saying so): BYSETPOS would pick from the union's parts, not the whole period.
 //!
 //! Everything here is pure: no clock, no I/O.
 
@@ -1228,25 +1228,23 @@ impl RuleSpec {
         Ok(spec)
     }
 
-    /// Refuse what [`RuleSpec::crate_rules`] cannot hand to the rrule crate as a union.
+    /// Refuse what [`RuleSpec::crate_rules`] cannot hand to the rrule crate as a union:
+    /// BYSETPOS picks from the whole period, and with BYMONTHDAY a part of the union that
+    /// never produces (`BYMONTHDAY=13;BYDAY=-1MO`) makes every lookup search to the crate's
+    /// limit.
     fn check_expandable(&self) -> Result<(), RecurrenceError> {
-        let combined = !self.by_month_day.is_empty() || !self.by_set_pos.is_empty();
-        if let Some(day) = self
+        let numbered = self.by_day.iter().filter(|d| d.nth.is_some()).count();
+        let mixed = numbered > 0 && numbered < self.by_day.len();
+        let rejected = self
             .by_day
             .iter()
-            .find(|d| combined && d.nth.is_some_and(|n| crate_rejects(self.freq, n)))
-        {
+            .any(|d| d.nth.is_some_and(|n| crate_rejects(self.freq, n)));
+        if (mixed || rejected) && !(self.by_month_day.is_empty() && self.by_set_pos.is_empty()) {
+            let days: Vec<String> = self.by_day.iter().map(ToString::to_string).collect();
             return Err(invalid(format!(
-                "BYDAY={day} cannot be combined with BYMONTHDAY or BYSETPOS; use it alone or \
-                 with other BYDAY values"
+                "BYDAY={} cannot be combined with BYMONTHDAY or BYSETPOS; use it alone",
+                days.join(",")
             )));
-        }
-        let numbered = self.by_day.iter().filter(|d| d.nth.is_some()).count();
-        if !self.by_set_pos.is_empty() && numbered > 0 && numbered < self.by_day.len() {
-            return Err(invalid(
-                "BYSETPOS cannot be combined with a BYDAY that mixes weekdays with and without \
-                 a number (e.g. MO,1FR)",
-            ));
         }
         Ok(())
     }
@@ -1376,9 +1374,8 @@ impl RuleSpec {
     /// The crate gives nothing for a BYDAY that mixes weekdays with and without a number
     /// (`TH,1MO`), and its validator wrongly rejects some numbers ([`crate_rejects`]). So
     /// plain weekdays and numbered ones go to separate rules, and a rejected `-nXX` becomes
-    /// `BYDAY=XX;BYSETPOS=-n` (the n-th last such weekday of the period). [`RuleSpec::parse`]
-    /// refuses the combinations where a union would mean something else: BYSETPOS with any
-    /// split, BYMONTHDAY with a rejected number.
+    /// `BYDAY=XX;BYSETPOS=-n` (the n-th last such weekday of the period).
+    /// [`RuleSpec::check_expandable`] keeps BYMONTHDAY and BYSETPOS away from such a BYDAY.
     fn crate_rules(self) -> Vec<RuleSpec> {
         let rejected = |d: &&DaySpec| d.nth.is_some_and(|n| crate_rejects(self.freq, n));
         let mut parts: Vec<(Vec<DaySpec>, Vec<i16>)> = self
@@ -2288,6 +2285,7 @@ mod tests {
             ("FREQ=MONTHLY;BYDAY=-1FR", "every month on the last Friday"),
             ("FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1", "every month on the last weekday"),
             ("FREQ=MONTHLY;BYDAY=FR;BYMONTHDAY=13", "every month on day 13 if it is a Friday"),
+            ("FREQ=MONTHLY;BYMONTHDAY=-1;BYDAY=-1FR", "every month on the last day if it is the last Friday"),
             ("FREQ=MONTHLY;INTERVAL=3", "every 3 months"),
             ("FREQ=YEARLY;BYMONTH=3;BYMONTHDAY=3", "every year on March 3"),
             ("FREQ=YEARLY;BYMONTH=9;BYDAY=1MO", "every year on the first Monday in September"),
@@ -2432,7 +2430,11 @@ mod tests {
             ),
             (
                 "FREQ=MONTHLY;BYDAY=MO,1FR;BYSETPOS=1",
-                "BYSETPOS cannot be combined with a BYDAY that mixes weekdays",
+                "BYDAY=MO,1FR cannot be combined with BYMONTHDAY or BYSETPOS",
+            ),
+            (
+                "FREQ=MONTHLY;BYMONTHDAY=13;BYDAY=-1MO,FR",
+                "BYDAY=-1MO,FR cannot be combined with BYMONTHDAY or BYSETPOS",
             ),
             (
                 "FREQ=YEARLY;BYMONTH=1;BYDAY=-53MO",
@@ -3139,11 +3141,11 @@ mod tests {
                 |d| d.weekday() == Weekday::Thu || (d.weekday() == Weekday::Mon && d.day() <= 7),
             ),
             (
-                "FREQ=MONTHLY;BYMONTHDAY=13;BYDAY=-1MO,FR",
-                "every month on day 13 if it is the last Monday or a Friday",
+                "FREQ=YEARLY;BYMONTH=5;BYDAY=-1MO,SU",
+                "every year on the last Monday and Sunday in May",
                 |d| {
-                    d.day() == 13
-                        && (d.weekday() == Weekday::Fri
+                    d.month() == 5
+                        && (d.weekday() == Weekday::Sun
                             || (d.weekday() == Weekday::Mon && is_nth_last(d, 1, false)))
                 },
             ),
