@@ -381,7 +381,12 @@ impl Recurrence {
     pub fn summary(&self) -> String {
         let mut text = match &self.schedule {
             Schedule::Rule(rule) => match RuleSpec::parse(rule) {
-                Ok(spec) => spec.describe(),
+                // Restarts at completion clamp, so only anchor due skips months.
+                Ok(spec) => spec.describe(
+                    self.start
+                        .filter(|_| self.anchor == Anchor::Due)
+                        .map(|s| s.local.date()),
+                ),
                 // Only reachable with a hand-edited stored value; still say something useful.
                 Err(_) => format!("on the schedule '{rule}'"),
             },
@@ -1544,7 +1549,8 @@ impl RuleSpec {
             .flatten()
     }
 
-    fn describe(&self) -> String {
+    /// `start`: the series start, whose day a rule without day parts takes (RFC 5545).
+    fn describe(&self, start: Option<NaiveDate>) -> String {
         let every_weekday_of_week =
             !self.by_day.is_empty() && self.by_day.iter().all(|d| d.nth.is_none());
         let workweek = every_weekday_of_week && is_workweek(&self.by_day);
@@ -1572,7 +1578,10 @@ impl RuleSpec {
             } else {
                 format!("every {} {unit}s", self.interval)
             };
-            if let Some(days) = self.days_phrase(&mut months_said) {
+            if let Some(days) = self
+                .days_phrase(&mut months_said)
+                .or_else(|| self.skipped_days_phrase(start?))
+            {
                 text.push(' ');
                 text.push_str(&days);
             }
@@ -1597,6 +1606,20 @@ impl RuleSpec {
             (None, None) => {}
         }
         text
+    }
+
+    /// For a rule without day parts whose start day is missing from some months (RFC 5545
+    /// skips them), e.g. "on day 31 (skipping months without one)".
+    fn skipped_days_phrase(&self, start: NaiveDate) -> Option<String> {
+        match self.freq {
+            Freq::Yearly if self.by_month.is_empty() => ((start.month(), start.day()) == (2, 29))
+                .then(|| "on February 29 (in leap years only)".to_owned()),
+            Freq::Monthly | Freq::Yearly if start.day() > 28 => Some(format!(
+                "on day {} (skipping months without one)",
+                start.day()
+            )),
+            _ => None,
+        }
     }
 
     /// "on day 15", "on the first Monday", "on March 3", ...; None when no day parts are set.
@@ -3217,6 +3240,32 @@ mod tests {
                 vec![(2028, 2, 29), (2032, 2, 29), (2036, 2, 29), (2040, 2, 29)],
             ),
         ];
+        let summaries = [
+            (
+                "FREQ=MONTHLY",
+                (2025, 1, 31),
+                "every month on day 31 (skipping months without one)",
+            ),
+            ("FREQ=MONTHLY", (2025, 1, 28), "every month"),
+            (
+                "FREQ=YEARLY;BYMONTH=1,4",
+                (2025, 1, 30),
+                "every year on day 30 (skipping months without one) in January and April",
+            ),
+            (
+                "FREQ=YEARLY",
+                (2024, 2, 29),
+                "every year on February 29 (in leap years only)",
+            ),
+            ("FREQ=YEARLY", (2024, 3, 31), "every year"),
+        ];
+        for (text, (y, m, d), summary) in summaries {
+            let r = parse(rule(text), Some(local(Tz::UTC, y, m, d, 9, 0)));
+            assert_eq!(r.summary(), summary, "{text}");
+        }
+        // A restart at completion clamps instead.
+        let r = parse(rule_from_completion("FREQ=MONTHLY"), Some(jan_31));
+        assert_eq!(r.summary(), "every month, counted from completion");
         for (text, due, expected) in cases {
             let r = parse(rule(text), Some(due));
             let expected: Vec<NaiveDate> =
