@@ -120,7 +120,8 @@ const MAX_COUNT: u32 = 10_000;
 const MIN_YEAR: i32 = 1;
 const MAX_YEAR: i32 = 9999;
 /// Safety net on instances inspected per lookup. After fast-forwarding (see
-/// [`RuleSpec::fast_forward`]) only about two periods are ever scanned.
+/// [`RuleSpec::fast_forward`]) only about two periods are ever scanned; a COUNT series is
+/// scanned from its start, at most COUNT instances.
 const MAX_SCAN: usize = 100_000;
 
 const SHORTHANDS: &str = "daily, weekdays, weekly, monthly, yearly";
