@@ -135,6 +135,9 @@ pub async fn read(
 ) -> Vec<Received> {
     let consumer = reader(brokers, topic).await;
     let mut found = Vec::new();
+    // Tansu sometimes hands a reader offsets it already returned; one offset is one publish, so
+    // a repeat is the broker's, not a duplicate publish, and is not counted again.
+    let mut seen = std::collections::HashSet::new();
     let mut deadline = Instant::now() + timeout;
     let mut settling = false;
     loop {
@@ -147,6 +150,14 @@ pub async fn read(
             Ok(Err(e)) => panic!("reading {topic}: {e}"),
             Ok(Ok(m)) => m,
         };
+        if !seen.insert((message.partition(), message.offset())) {
+            eprintln!(
+                "{topic}[{}] offset {} delivered again by the broker",
+                message.partition(),
+                message.offset()
+            );
+            continue;
+        }
         let payload = message.payload().map(<[u8]>::to_vec);
         let received = Received {
             partition: message.partition(),

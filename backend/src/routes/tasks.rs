@@ -56,7 +56,8 @@ pub fn scope() -> actix_web::Scope {
     complete,
     delete,
     cancel_recurrence,
-    occurrences
+    occurrences,
+    history
 ))]
 pub struct TasksApi;
 

@@ -43,6 +43,9 @@ pub struct TestSidecar {
 struct SidecarState {
     pubsub: String,
     producer: FutureProducer,
+    /// Partition counts by topic, looked up once: a blocking metadata request per publish would
+    /// stall the sidecar's single worker under load and turn slow answers into timeouts.
+    partitions: Mutex<HashMap<String, i32>>,
     failing: Arc<AtomicBool>,
     failing_key: Arc<Mutex<Option<String>>>,
 }
@@ -108,18 +111,7 @@ async fn publish(
             }
         }
     }
-    let partitions = match state
-        .producer
-        .client()
-        .fetch_metadata(Some(&topic), Duration::from_secs(5))
-    {
-        Ok(m) => m
-            .topics()
-            .first()
-            .map(|t| t.partitions().len())
-            .unwrap_or(0) as i32,
-        Err(_) => 0,
-    };
+    let partitions = partition_count(&state, &topic).await;
     if partitions == 0 {
         return HttpResponse::NotFound()
             .json(serde_json::json!({"errorCode": "ERR_TOPIC_NOT_FOUND"}));
@@ -137,6 +129,29 @@ async fn publish(
     }
 }
 
+/// The topic's partition count (0 when it does not exist), fetched off the worker thread.
+async fn partition_count(state: &SidecarState, topic: &str) -> i32 {
+    if let Some(n) = state.partitions.lock().unwrap().get(topic) {
+        return *n;
+    }
+    let client = state.producer.clone();
+    let name = topic.to_owned();
+    let n = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(Some(&name), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0);
+    if n > 0 {
+        state.partitions.lock().unwrap().insert(topic.to_owned(), n);
+    }
+    n
+}
+
 impl TestSidecar {
     pub async fn start(brokers: &str, pubsub: &str) -> TestSidecar {
         let producer: FutureProducer = ClientConfig::new()
@@ -149,6 +164,7 @@ impl TestSidecar {
         let state = Data::new(SidecarState {
             pubsub: pubsub.to_owned(),
             producer,
+            partitions: Mutex::new(HashMap::new()),
             failing: failing.clone(),
             failing_key: failing_key.clone(),
         });
