@@ -43,6 +43,7 @@ impl SkipReason {
 }
 
 pub struct RecurrenceHandler {
+    events: IntCounterVec,
     created: IntCounter,
     ended: IntCounter,
     skipped: IntCounterVec,
@@ -50,6 +51,16 @@ pub struct RecurrenceHandler {
 
 impl RecurrenceHandler {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "taskflow_recurrence_events_total",
+                "Task events handled, by type (duplicates are skipped before they count)",
+            ),
+            &["type"],
+        )?;
+        for t in TaskEventType::ALL {
+            events.with_label_values(&[t.as_str()]);
+        }
         let created = IntCounter::new(
             "taskflow_recurrence_occurrences_created_total",
             "Next occurrences created",
@@ -65,10 +76,12 @@ impl RecurrenceHandler {
             ),
             &["reason"],
         )?;
+        registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(created.clone()))?;
         registry.register(Box::new(ended.clone()))?;
         registry.register(Box::new(skipped.clone()))?;
         Ok(RecurrenceHandler {
+            events,
             created,
             ended,
             skipped,
@@ -84,6 +97,9 @@ impl Handler for RecurrenceHandler {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let event = delivery.task_event()?;
+            self.events
+                .with_label_values(&[event.event_type.as_str()])
+                .inc();
             if event.event_type != TaskEventType::Completed {
                 return Ok(());
             }

@@ -148,6 +148,15 @@ async fn a_completed_daily_task_gets_its_next_day_once_however_often_it_is_deliv
         ),
         1.0
     );
+    assert_eq!(
+        metric(
+            &s.worker.addr,
+            "taskflow_recurrence_events_total",
+            &[("type", "completed")]
+        ),
+        1.0,
+        "the two redeliveries never reached the handler"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
