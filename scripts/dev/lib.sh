@@ -45,7 +45,7 @@ step() {
 	shift
 	t0=$(now_ms)
 	"$@"
-	STEP_TIMES+=("$(printf '%-20s %s' "$name" "$(since "$t0")")")
+	STEP_TIMES+=("$(printf '%-24s %s' "$name" "$(since "$t0")")")
 }
 step_report() {
 	local line
@@ -131,7 +131,7 @@ host_port() {
 	else
 		host=$hp
 	fi
-	printf '%s %s' "${host:-127.0.0.1}" "$port"
+	printf '%s %s\n' "${host:-127.0.0.1}" "$port"
 }
 
 port_owner() { # a description of the process listening on PORT (best effort)
