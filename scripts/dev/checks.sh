@@ -13,8 +13,8 @@ run_check() {
 	local name=$1 t0 status=0 out
 	shift
 	t0=$(now_ms)
-	out=$DEV_DIR/check-$name.out
-	mkdir -p "$DEV_DIR"
+	out=$LOG_DIR/checks/$name.log
+	mkdir -p "$LOG_DIR/checks"
 	"$@" > >(tee "$out") || status=$?
 	wait $! 2>/dev/null || true
 	case $status in
