@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Structural test of .github/workflows/deploy.yaml (and the workflow it calls per environment):
 triggers, job order, image names against the Helm chart, Helm flags, the post-deploy checks,
-rollback, permissions, concurrency, and that every action of every workflow is pinned to a
-full commit SHA with its version in a comment. Prints one line per assertion; exit 1 if any
+rollback, permissions, concurrency, and that every action of every workflow and local action
+is pinned to a full commit SHA with its version in a comment. Prints one line per assertion; exit 1 if any
 fails."""
 import re
 import sys
@@ -137,9 +137,10 @@ for path in sorted(WORKFLOWS.glob("*.y*ml")):
         writes = sorted(k for k, v in (perms or {}).items() if v == "write")
         allowed = ["packages"] if name == "images" else []
         check(f"{path.name}: job {name} writes only {allowed or 'nothing'}", writes == allowed, writes)
+for path in sorted(WORKFLOWS.glob("*.y*ml")) + sorted((ROOT / ".github" / "actions").glob("*/action.y*ml")):
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if re.match(r"^\s*-?\s*uses:", line) and "uses: ./" not in line:
-            check(f"{path.name}:{n}: action pinned by commit SHA with its version", bool(PINNED.match(line)), line.strip())
+            check(f"{path.relative_to(ROOT)}:{n}: action pinned by commit SHA with its version", bool(PINNED.match(line)), line.strip())
 
 print(f"{failures} failed" if failures else "all deploy workflow checks ok")
 sys.exit(1 if failures else 0)
