@@ -76,7 +76,7 @@ check_yamllint() {
 	targets+=(.yamllint)
 	command -v yamllint >/dev/null 2>&1 || apt_install yamllint || return 1
 	say "yamllint ${targets[*]}"
-	yamllint --strict "${targets[@]}"
+	yamllint "${targets[@]}"
 }
 
 check_actionlint() { # actionlint (from .dev/venv) runs shellcheck on the run: scripts too
