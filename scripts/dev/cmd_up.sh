@@ -4,7 +4,7 @@
 FOLLOW_PID= # tail -F of the logs (--follow), stopped by cleanup
 
 cmd_up() {
-	local follow=0 arg t0 token
+	local follow=0 arg t0 token logs
 	for arg in "$@"; do
 		case $arg in
 		-f | --follow) follow=1 ;;

