@@ -3,6 +3,8 @@
 
 Each document's apiVersion must be served by the CRD of its kind, and the document must match
 that version's openAPIV3Schema (the check is looser than an API server: see shared/crds/README.md).
+Built-in kinds (core and *.k8s.io groups) and files of a Helm chart (values, not manifests) are
+left to scripts/checks/deploy.sh, which validates them with kubernetes-validate and real Helm.
 Usage: validate_manifests.py CRD_DIR FILE...
 """
 import sys
@@ -20,6 +22,15 @@ def load_crds(crd_dir):
                 spec = doc["spec"]
                 crds[(spec["group"], spec["names"]["kind"])] = spec
     return crds
+
+
+def is_builtin(doc):
+    group = doc.get("apiVersion", "").rpartition("/")[0]
+    return "." not in group or group.endswith(".k8s.io")
+
+
+def in_helm_chart(path):
+    return any((d / "Chart.yaml").is_file() for d in Path(path).resolve().parents)
 
 
 def check(doc, crds):
@@ -41,8 +52,14 @@ def main(argv):
     crds = load_crds(argv[1])
     failures = 0
     for name in argv[2:]:
+        if in_helm_chart(name):
+            print(f"skip {name}: part of a Helm chart (rendered by scripts/checks/deploy.sh)")
+            continue
         for doc in yaml.safe_load_all(Path(name).read_text()):
             if not doc:
+                continue
+            if is_builtin(doc):
+                print(f"skip {name}: {doc.get('kind')} is built in (scripts/checks/deploy.sh)")
                 continue
             errors = check(doc, crds)
             label = f"{name}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}"

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use backend::configuration::Settings;
-use backend::db::{self, DbPool};
 use backend::startup::Application;
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
@@ -28,6 +27,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shared_events::topics::{TASK_EVENTS, TOPICS};
+use taskflow_db::migrations::create_database;
+use taskflow_db::DbPool;
 use tokio::sync::watch;
 use url::Url;
 use uuid::Uuid;
@@ -97,7 +98,7 @@ async fn bench() -> anyhow::Result<()> {
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let n = env_usize("BENCH_N", 5000)?;
     let gets = env_usize("BENCH_GETS", 1000)?;
-    let name = format!("bench_{}", Uuid::new_v4().simple());
+    let name = format!("bench_{}", Uuid::now_v7().simple());
 
     let mut conn = AsyncPgConnection::establish(admin.as_str())
         .await
@@ -107,7 +108,7 @@ async fn bench() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let outcome = async {
-        let url = db::create_database(admin.as_str(), &name, None).await?;
+        let url = create_database(admin.as_str(), &name, None).await?;
         run(&url, &brokers, n, gets, &server, started).await
     }
     .await;
@@ -160,8 +161,8 @@ async fn server_facts(conn: &mut AsyncPgConnection) -> anyhow::Result<ServerFact
 
 fn settings(database_url: &str, brokers: &str) -> Settings {
     let mut s = Settings::local(database_url, SECRET);
-    s.db_pool_size = DB_POOL_SIZE;
-    s.events.kafka_brokers = brokers.to_owned();
+    s.common.db_pool_size = DB_POOL_SIZE;
+    s.common.kafka_brokers = brokers.to_owned();
     s.events.poll_interval = Duration::from_millis(200);
     s.events.max_backoff = Duration::from_secs(2);
     s.events.publish_timeout = Duration::from_secs(5);
@@ -177,8 +178,8 @@ async fn run(
     server: &ServerFacts,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let pool = db::pool(database_url, 2)?;
-    shared_events::admin::ensure_topics(brokers, &TOPICS, 1)
+    let pool = taskflow_db::pool(database_url, 2)?;
+    taskflow_kafka::admin::ensure_topics(brokers, &TOPICS, 1, "")
         .await
         .context("creating the topics (is KAFKA_BROKERS reachable?)")?;
 
@@ -399,7 +400,7 @@ async fn consumer_at_end(brokers: &str) -> anyhow::Result<StreamConsumer> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("bench-{}", Uuid::new_v4()))
+        .set("group.id", format!("bench-{}", Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", FETCH_WAIT_MS);
@@ -569,7 +570,7 @@ async fn measure(
     server: &ServerFacts,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let user = format!("bench-{}", Uuid::new_v4().simple());
+    let user = format!("bench-{}", Uuid::now_v7().simple());
     let api = Arc::new(Api {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -605,7 +606,7 @@ async fn measure(
 
     // The relay's first publish after startup (a cold Kafka producer), then an idle relay's
     // single event; a separate user so that the measured user's lists hold exactly N tasks.
-    let warm_user = format!("bench-warmup-{}", Uuid::new_v4().simple());
+    let warm_user = format!("bench-warmup-{}", Uuid::now_v7().simple());
     let warm = Api {
         client: api.client.clone(),
         address: api.address.clone(),

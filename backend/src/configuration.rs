@@ -4,26 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-pub use shared_events::telemetry::LogFormat;
-
-/// A secret that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use taskflow_runtime::config::Secret;
+use taskflow_runtime::config::{millis, parsed, var, CommonSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherKind {
@@ -33,16 +15,15 @@ pub enum PublisherKind {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database_url: Secret,
+    /// Database, brokers, topic prefix, log format: what every service shares.
+    pub common: CommonSettings,
     pub http_addr: SocketAddr,
-    pub db_pool_size: usize,
     pub jwt_secret: Option<Secret>,
     pub jwt_jwks_url: Option<String>,
     /// When set, tokens must carry this `iss`.
     pub jwt_issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
     pub jwt_audience: Option<String>,
-    pub log_format: LogFormat,
     pub events: EventSettings,
 }
 
@@ -52,7 +33,6 @@ pub struct EventSettings {
     /// Off only in tests that look at outbox rows before anything publishes them.
     pub relay_enabled: bool,
     pub publisher: PublisherKind,
-    pub kafka_brokers: String,
     pub dapr_http_endpoint: String,
     pub dapr_pubsub_name: String,
     pub batch_size: i64,
@@ -63,34 +43,12 @@ pub struct EventSettings {
     pub retention: Duration,
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn parsed<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
-    }
-}
-
-fn millis(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    parsed(name, default.as_millis() as u64).map(Duration::from_millis)
-}
-
 impl Default for EventSettings {
     /// The documented defaults (README configuration table).
     fn default() -> Self {
         EventSettings {
             relay_enabled: true,
             publisher: PublisherKind::Kafka,
-            kafka_brokers: "127.0.0.1:9092".into(),
             dapr_http_endpoint: "http://127.0.0.1:3500".into(),
             dapr_pubsub_name: "kafka-pubsub".into(),
             batch_size: 500,
@@ -107,52 +65,41 @@ impl Settings {
     /// application in-process (tests, benchmarks).
     pub fn local(database_url: &str, jwt_secret: &str) -> Settings {
         Settings {
-            database_url: Secret::new(database_url),
+            common: CommonSettings::local(database_url, 16),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            db_pool_size: 16,
             jwt_secret: Some(Secret::new(jwt_secret)),
             jwt_jwks_url: None,
             jwt_issuer: None,
             jwt_audience: None,
-            log_format: LogFormat::Json,
             events: EventSettings::default(),
         }
     }
 
     /// Read the settings from the environment.
     pub fn from_env() -> anyhow::Result<Settings> {
-        let database_url = var("DATABASE_URL")
-            .unwrap_or_else(|| "postgres://taskflow:taskflow@127.0.0.1:55432/taskflow".into());
+        let common = CommonSettings::from_env(16)?;
         let jwt_secret = var("JWT_SECRET").map(Secret::new);
         let jwt_jwks_url = var("JWT_JWKS_URL");
         if jwt_secret.is_none() && jwt_jwks_url.is_none() {
             bail!("set JWT_SECRET (HS256) and/or JWT_JWKS_URL (asymmetric keys)");
         }
-        let log_format = LogFormat::from_env().map_err(anyhow::Error::msg)?;
         let d = EventSettings::default();
         let publisher = match var("EVENT_PUBLISHER").as_deref() {
             None | Some("kafka") => PublisherKind::Kafka,
             Some("dapr") => PublisherKind::Dapr,
             Some(other) => bail!("EVENT_PUBLISHER={other:?} is invalid: use kafka or dapr"),
         };
-        let db_pool_size = parsed("DB_POOL_SIZE", 16usize)?;
-        if db_pool_size == 0 {
-            bail!("DB_POOL_SIZE must be at least 1");
-        }
         Ok(Settings {
-            database_url: Secret::new(database_url),
+            common,
             http_addr: parsed("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))
                 .context("HTTP_ADDR")?,
-            db_pool_size,
             jwt_secret,
             jwt_jwks_url,
             jwt_issuer: var("JWT_ISSUER"),
             jwt_audience: var("JWT_AUDIENCE"),
-            log_format,
             events: EventSettings {
                 relay_enabled: parsed("OUTBOX_RELAY_ENABLED", d.relay_enabled)?,
                 publisher,
-                kafka_brokers: var("KAFKA_BROKERS").unwrap_or(d.kafka_brokers),
                 dapr_http_endpoint: var("DAPR_HTTP_ENDPOINT").unwrap_or(d.dapr_http_endpoint),
                 dapr_pubsub_name: var("DAPR_PUBSUB_NAME").unwrap_or(d.dapr_pubsub_name),
                 batch_size: parsed("OUTBOX_BATCH_SIZE", d.batch_size)?.clamp(1, 10_000),

@@ -7,7 +7,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::schema::idempotency_keys;
+use taskflow_db::schema::idempotency_keys;
 
 /// A validated key plus the fingerprint of the request it came with.
 #[derive(Debug, Clone)]

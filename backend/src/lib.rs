@@ -2,15 +2,13 @@
 
 pub mod auth;
 pub mod configuration;
-pub mod db;
 pub mod domain;
 pub mod error;
 pub mod idempotency;
+pub mod listing;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod routes;
-pub mod schema;
 pub mod startup;
-pub mod store;
 pub mod tasks;

@@ -1,11 +1,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use backend::auth;
 use backend::configuration::Settings;
 use backend::openapi::ApiDoc;
 use backend::startup::Application;
-use backend::{auth, db};
-use shared_events::telemetry;
+use taskflow_runtime::telemetry;
 use utoipa::OpenApi;
 
 const USAGE: &str =
@@ -21,12 +21,12 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
+    telemetry::init(settings.common.log_format);
     match args.as_slice() {
         [] | ["serve"] => serve(settings).await,
         ["migrate"] => {
-            let pool = db::pool(settings.database_url.expose(), 1)?;
-            let applied = db::migrate(&pool).await?;
+            let pool = taskflow_db::pool(settings.common.database_url.expose(), 1)?;
+            let applied = taskflow_db::migrations::migrate(&pool).await?;
             println!("{applied} migration(s) applied");
             Ok(())
         }
@@ -37,13 +37,14 @@ async fn main() -> anyhow::Result<()> {
                 .transpose()
                 .context("KAFKA_REPLICATION_FACTOR must be a whole number")?
                 .unwrap_or(1);
-            shared_events::admin::ensure_topics(
-                &settings.events.kafka_brokers,
+            taskflow_kafka::admin::ensure_topics(
+                &settings.common.kafka_brokers,
                 &shared_events::topics::TOPICS,
                 replication,
+                &settings.common.topic_prefix,
             )
             .await?;
-            println!("topics ready on {}", settings.events.kafka_brokers);
+            println!("topics ready on {}", settings.common.kafka_brokers);
             Ok(())
         }
         ["token", user, rest @ ..] => {

@@ -12,7 +12,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::db::DbPool;
+use taskflow_db::DbPool;
 
 /// Every metric the backend exports, registered in its own registry.
 #[derive(Clone)]
@@ -29,14 +29,17 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
+        let registry = taskflow_runtime::telemetry::registry()?;
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "taskflow_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["method", "route", "status"],
         )?;
         let http_duration = HistogramVec::new(
             HistogramOpts::new(
-                "http_request_duration_seconds",
+                "taskflow_http_request_duration_seconds",
                 "HTTP request latency by route and status",
             )
             .buckets(vec![
@@ -45,25 +48,37 @@ impl Metrics {
             &["method", "route", "status"],
         )?;
         let db_pool = IntGaugeVec::new(
-            Opts::new("db_pool_connections", "Database pool connections by state"),
+            Opts::new(
+                "taskflow_db_pool_connections",
+                "Database pool connections by state",
+            ),
             &["state"],
         )?;
-        let outbox_pending = IntGauge::new("outbox_pending", "Outbox rows not yet published")?;
+        let outbox_pending =
+            IntGauge::new("taskflow_outbox_pending", "Outbox rows not yet published")?;
         let outbox_oldest_age_seconds = IntGauge::new(
-            "outbox_oldest_pending_age_seconds",
+            "taskflow_outbox_oldest_pending_age_seconds",
             "Age of the oldest unpublished outbox row",
         )?;
         let outbox_published = IntCounterVec::new(
-            Opts::new("outbox_published_total", "Outbox rows published, by topic"),
+            Opts::new(
+                "taskflow_outbox_published_total",
+                "Outbox rows published, by topic",
+            ),
             &["topic"],
         )?;
         let outbox_publish_failures = IntCounterVec::new(
             Opts::new(
-                "outbox_publish_failures_total",
+                "taskflow_outbox_publish_failures_total",
                 "Failed publish attempts, by topic",
             ),
             &["topic"],
         )?;
+        // Series exist from the start, so rates and alerts see zeros rather than nothing.
+        for topic in shared_events::topics::OUTBOX_TOPICS {
+            outbox_published.with_label_values(&[topic]);
+            outbox_publish_failures.with_label_values(&[topic]);
+        }
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;

@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
         routes::tasks::complete,
         routes::tasks::delete,
         routes::tasks::cancel_recurrence,
+        routes::tasks::occurrences,
         routes::health::health,
         routes::health::ready,
         routes::health::metrics,

@@ -11,14 +11,14 @@ use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
 use anyhow::Context;
-use shared_events::publisher::{DaprPublisher, KafkaPublisher, Publisher};
+use taskflow_db::DbPool;
+use taskflow_kafka::publisher::{DaprPublisher, KafkaPublisher, Publisher};
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
 
 use crate::auth::Authenticator;
-use crate::configuration::{EventSettings, PublisherKind, Settings};
-use crate::db::{self, DbPool};
+use crate::configuration::{PublisherKind, Settings};
 use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
@@ -39,8 +39,11 @@ impl Application {
     /// Migrate the database, bind the listener and assemble the app. Nothing runs until
     /// [`Application::run_until_stopped`].
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let pool = db::pool(settings.database_url.expose(), settings.db_pool_size)?;
-        let applied = db::migrate(&pool).await?;
+        let pool = taskflow_db::pool(
+            settings.common.database_url.expose(),
+            settings.common.db_pool_size,
+        )?;
+        let applied = taskflow_db::migrations::migrate(&pool).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
@@ -53,8 +56,9 @@ impl Application {
         let relay = if settings.events.relay_enabled {
             Some(Relay::new(
                 pool.clone(),
-                settings.database_url.expose().to_owned(),
-                publisher(&settings.events).await?,
+                settings.common.database_url.expose().to_owned(),
+                settings.common.topic_prefix.clone(),
+                publisher(settings).await?,
                 settings.events.clone(),
                 metrics.clone().into_inner(),
                 event_path.clone().into_inner(),
@@ -102,10 +106,12 @@ impl Application {
 }
 
 /// The configured publisher; the Dapr one first waits for its sidecar.
-async fn publisher(settings: &EventSettings) -> anyhow::Result<Arc<dyn Publisher>> {
+async fn publisher(settings: &Settings) -> anyhow::Result<Arc<dyn Publisher>> {
+    let brokers = &settings.common.kafka_brokers;
+    let settings = &settings.events;
     Ok(match settings.publisher {
         PublisherKind::Kafka => {
-            let kafka = KafkaPublisher::new(&settings.kafka_brokers, settings.publish_timeout)
+            let kafka = KafkaPublisher::new(brokers, settings.publish_timeout)
                 .context("creating the Kafka producer")?;
             // Connect now, so the first event does not pay for the producer's start-up.
             if let Err(e) = kafka.check().await {
@@ -225,6 +231,9 @@ fn run(
                     .service(
                         web::resource("/{id}/recurrence/cancel")
                             .route(web::post().to(tasks::cancel_recurrence)),
+                    )
+                    .service(
+                        web::resource("/{id}/occurrences").route(web::get().to(tasks::occurrences)),
                     ),
             )
             .default_service(web::to(not_found))

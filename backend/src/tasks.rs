@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::domain::task::{TaskFields, TaskPatch};
 use crate::error::ApiError;
-use crate::outbox;
-use crate::store::{self, TaskRow};
+use taskflow_db::outbox;
+use taskflow_db::tasks::{self as store, TaskRow};
 
 /// What `If-Match` demands of the stored version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,10 +180,25 @@ pub async fn delete(
     id: Uuid,
     precondition: Precondition,
 ) -> Result<(), ApiError> {
-    let mut row = store::find(conn, ctx.user_id, id, true)
+    let series_id = store::find(conn, ctx.user_id, id, false)
+        .await?
+        .ok_or(NOT_FOUND)?
+        .series_id;
+    // In id order, like every writer of a whole series (see cancel_recurrence).
+    store::lock_series(conn, ctx.user_id, series_id).await?;
+    let mut row = store::find(conn, ctx.user_id, id, false)
         .await?
         .ok_or(NOT_FOUND)?;
     precondition.check(row.version)?;
+    // Deleting the pending occurrence of an active series ends the series: no completion can
+    // come any more, and a replayed old one must not bring the occurrence back.
+    if !row.completed && row.recurrence().is_some_and(|r| r.active) {
+        for task in store::deactivate_series(conn, ctx.user_id, series_id, ctx.now).await? {
+            if task.id != id {
+                record(conn, ctx, TaskEventType::RecurrenceCancelled, &task).await?;
+            }
+        }
+    }
     store::delete(conn, id).await?;
     // The last snapshot, as of its deletion.
     row.version += 1;

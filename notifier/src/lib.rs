@@ -1,24 +1,19 @@
 //! Notifier: reacts to `reminders`. Each due reminder is recorded once (idempotent consumer)
-//! and logged; delivery channels (email, push, webhooks) plug in here.
+//! and logged; delivery channels plug in here.
 
+use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
-use shared_events::consumer::{Delivery, Handler, HandlerError};
-use shared_events::database::DbPool;
-use shared_events::topics::NOTIFIER_GROUP;
-use shared_events::{processed, EventData};
+use shared_events::EventData;
+use taskflow_db::effects::{Delivery, Handler, HandlerError};
 
-pub struct ReminderHandler {
-    pool: DbPool,
-}
-
-impl ReminderHandler {
-    pub fn new(pool: DbPool) -> Self {
-        ReminderHandler { pool }
-    }
-}
+pub struct ReminderHandler;
 
 impl Handler for ReminderHandler {
-    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(
+        &'a self,
+        _conn: &'a mut AsyncPgConnection,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let EventData::Reminder(reminder) = delivery.data else {
                 return Err(HandlerError::Permanent(format!(
@@ -26,12 +21,7 @@ impl Handler for ReminderHandler {
                     delivery.event.event_type, delivery.topic
                 )));
             };
-            let first = processed::record_once(&self.pool, NOTIFIER_GROUP, delivery.event.id)
-                .await
-                .map_err(|e| HandlerError::Transient(e.to_string()))?;
-            if first {
-                tracing::info!(task = %reminder.task_id, user = %reminder.user_id, title = %reminder.title, due_at = %reminder.due_at, "reminder due");
-            }
+            tracing::info!(task = %reminder.task_id, user = %reminder.user_id, title = %reminder.title, due_at = %reminder.due_at, "reminder due");
             Ok(())
         })
     }

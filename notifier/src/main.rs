@@ -1,9 +1,9 @@
 use notifier::ReminderHandler;
 use shared_events::topics::{NOTIFIER_GROUP, REMINDERS};
-use shared_events::worker::{self, WorkerSettings};
+use taskflow_runtime::worker::{self, WorkerSettings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = WorkerSettings::from_env(NOTIFIER_GROUP, &[REMINDERS], 8002)?;
-    worker::run("notifier", settings, ReminderHandler::new).await
+    let settings = WorkerSettings::from_env(NOTIFIER_GROUP, &[REMINDERS], 9102)?;
+    worker::run("notifier", settings, |_, _| Ok(ReminderHandler)).await
 }

@@ -3,9 +3,10 @@
 //! where tests may create databases).
 //!
 //! The test holds one event's `processed_events` row in an open transaction, so the worker's
-//! effect for that event blocks: the worker is stopped with that effect in flight and part of the
-//! stream handled. SIGTERM must let the in-flight effect finish, start nothing after it, commit
-//! the offsets and exit 0 within 10 s; a second run must handle exactly what the first did not.
+//! effect for that event blocks: its partition stops there while the other partitions run to
+//! their end. The worker is stopped with that effect in flight. SIGTERM must let the in-flight
+//! effect finish, start nothing after it, commit the offsets and exit 0 within 10 s; a second
+//! run must handle exactly what the first did not.
 
 mod common;
 
@@ -16,12 +17,7 @@ use std::time::Duration;
 
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use rdkafka::config::ClientConfig;
-use rdkafka::message::Headers;
-use rdkafka::producer::FutureProducer;
-use rdkafka::Message;
-use shared_events::database;
-use shared_events::topics::{dead_letter_topic, TopicSpec, RECURRENCE_WORKER_GROUP, TASK_EVENTS};
+use shared_events::topics::{dead_letter_topic, TopicSpec, TASK_EVENTS};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -35,9 +31,9 @@ const SHUTDOWN: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeats_nothing() {
     let database_url = fresh_database().await;
-    let pool = database::pool(&database_url, 2).expect("pool");
+    let pool = taskflow_db::pool(&database_url, 2).expect("pool");
     let brokers = brokers();
-    let run_id = Uuid::new_v4().simple().to_string();
+    let run_id = Uuid::now_v7().simple().to_string();
     let prefix = format!("rw-shutdown-{run_id}.");
     let group = format!("rw-shutdown-{run_id}");
     let topic = format!("{prefix}{TASK_EVENTS}");
@@ -51,16 +47,12 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
             partitions: 1,
         },
     ];
-    shared_events::admin::ensure_topics(&brokers, &specs, 1)
+    taskflow_kafka::admin::ensure_topics(&brokers, &specs, 1, "")
         .await
         .expect("test topics (is KAFKA_BROKERS reachable?)");
 
     // 300 updates of 30 tasks, keyed by series id like the relay does.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
+    let producer = producer(&brokers);
     let tasks: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
     let mut sent = Vec::with_capacity(EVENTS);
     for i in 0..EVENTS {
@@ -70,48 +62,56 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
         let partition = send(&producer, &topic, &task.to_string(), None, &payload).await;
         sent.push(Sent { id, partition });
     }
-    // Hold the effect of an event a third of the way into one partition. The worker handles one
-    // message at a time, so it stops there with an unknown number of others done.
+    // Hold the effect of an event a third of the way into one partition: that partition stops
+    // there, the others run to their end.
+    let blocked = sent[0].partition;
+    let on_blocked = sent.iter().filter(|s| s.partition == blocked).count();
     let blocker = sent
         .iter()
-        .filter(|s| s.partition == sent[0].partition)
-        .nth(EVENTS / PARTITIONS as usize / 3)
+        .filter(|s| s.partition == blocked)
+        .nth(on_blocked / 3)
         .expect("events on the first event's partition");
+    let done_while_blocked = EVENTS - on_blocked + on_blocked / 3;
     let mut lock = AsyncPgConnection::establish(&database_url)
         .await
         .expect("connect");
     diesel::sql_query("BEGIN").execute(&mut lock).await.unwrap();
     diesel::sql_query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)")
-        .bind::<Text, _>(RECURRENCE_WORKER_GROUP)
+        .bind::<Text, _>(&group)
         .bind::<SqlUuid, _>(blocker.id)
         .execute(&mut lock)
         .await
         .unwrap();
 
     // First run, until its effect for the held event waits on the test's lock.
-    let mut first = Worker::start(&database_url, &brokers, &prefix, &group, 1);
+    let mut first = start_worker(&database_url, &brokers, &prefix, &group, 1);
     first.assert_healthy().await;
     eventually(
-        "the first run to wait on the held event",
-        &first,
+        "the first run to wait on the held event, the other partitions done",
+        || first.log(),
         async || {
             let waiting = lock_waiters(&pool).await;
-            (waiting == 1)
+            let done = processed_count(&pool, &group).await as usize;
+            (waiting == 1 && done == done_while_blocked)
                 .then_some(())
-                .ok_or(format!("{waiting} sessions wait on a lock"))
+                .ok_or(format!(
+                    "{waiting} sessions wait on a lock, {done} processed"
+                ))
         },
     )
     .await;
-    let done_while_blocked = processed_count(&pool).await as usize;
-    assert!(
-        done_while_blocked > 0 && done_while_blocked < EVENTS - 1,
-        "{done_while_blocked} processed: SIGTERM must come mid-stream"
-    );
     first.assert_healthy().await;
-    assert_eq!(
-        metric(&first.addr, "consumer_messages_handled_total") as usize,
-        done_while_blocked
-    );
+    eventually(
+        "the handled count",
+        || first.log(),
+        async || {
+            let n = handled(&first, "handled");
+            (n == done_while_blocked)
+                .then_some(())
+                .ok_or(format!("{n} handled"))
+        },
+    )
+    .await;
     let after_blocker = EVENTS - done_while_blocked - 1;
 
     // A scraper's idle keep-alive connection must not hold the shutdown up.
@@ -127,13 +127,17 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     let signalled = Instant::now();
     first.terminate();
-    eventually("the worker to take the signal", &first, async || {
-        first
-            .log()
-            .contains("shutdown requested")
-            .then_some(())
-            .ok_or_else(|| "no \"shutdown requested\" in the log".to_owned())
-    })
+    eventually(
+        "the worker to take the signal",
+        || first.log(),
+        async || {
+            first
+                .log()
+                .contains("shutdown requested")
+                .then_some(())
+                .ok_or_else(|| "no \"shutdown requested\" in the log".to_owned())
+        },
+    )
     .await;
     // Let the shutdown request reach the consumer loop before the in-flight effect completes.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -150,7 +154,7 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
     let elapsed = signalled.elapsed();
     drop(scraper);
     assert_eq!(
-        processed_count(&pool).await as usize,
+        processed_count(&pool, &group).await as usize,
         done_while_blocked + 1,
         "the in-flight effect finished and nothing after it started; log:\n{}",
         first.log()
@@ -164,7 +168,7 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
 
     // Second run: exactly the blocked partition's tail, then one marker per partition, so that
     // a redelivery of anything already handled would have come before the markers.
-    let mut second = Worker::start(&database_url, &brokers, &prefix, &group, 2);
+    let mut second = start_worker(&database_url, &brokers, &prefix, &group, 2);
     second.assert_healthy().await;
     // A poison message goes to the prefixed topic's own dead-letter topic.
     let poison = b"not a CloudEvent".as_slice();
@@ -177,40 +181,48 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
         markers.push(id);
     }
     let total = EVENTS + markers.len();
-    eventually("the second run to catch up", &second, async || {
-        let n = processed_count(&pool).await as usize;
-        (n == total)
-            .then_some(())
-            .ok_or(format!("{n} of {total} processed"))
-    })
+    eventually(
+        "the second run to catch up",
+        || second.log(),
+        async || {
+            let n = processed_count(&pool, &group).await as usize;
+            (n == total)
+                .then_some(())
+                .ok_or(format!("{n} of {total} processed"))
+        },
+    )
     .await;
     let want: BTreeSet<Uuid> = sent.iter().map(|s| s.id).chain(markers).collect();
-    assert_eq!(processed_ids(&pool).await, want);
-    eventually("the markers' handled count", &second, async || {
-        let handled = metric(&second.addr, "consumer_messages_handled_total") as usize;
-        (handled >= after_blocker + PARTITIONS as usize)
-            .then_some(())
-            .ok_or(format!("{handled} handled"))
-    })
+    assert_eq!(processed_ids(&pool, &group).await, want);
+    eventually(
+        "the markers' handled count",
+        || second.log(),
+        async || {
+            let n = handled(&second, "handled");
+            (n >= after_blocker + PARTITIONS as usize)
+                .then_some(())
+                .ok_or(format!("{n} handled"))
+        },
+    )
     .await;
     assert_eq!(
-        metric(&second.addr, "consumer_messages_handled_total") as usize,
+        handled(&second, "handled"),
         after_blocker + PARTITIONS as usize,
         "the second run handles only what the first did not (its committed offsets hold)"
     );
-    assert_eq!(
-        metric(&second.addr, "consumer_messages_dead_lettered_total"),
-        1
-    );
-    let dead = dead_letters(&brokers, &dead_letter_topic(&topic)).await;
+    assert_eq!(handled(&second, "duplicate"), 0);
+    assert_eq!(handled(&second, "dead_lettered"), 1);
+    let dead = read(&brokers, &dead_letter_topic(&topic), 1, PATIENCE, |_| true).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].payload(), Some(poison));
-    let origin = dead[0]
-        .headers()
-        .and_then(|h| h.iter().find(|h| h.key == "dlq_topic"))
-        .and_then(|h| h.value);
-    assert_eq!(origin, Some(topic.as_bytes()));
+    assert_eq!(dead[0].payload.as_deref(), Some(poison));
+    assert_eq!(
+        dead[0].headers.get("dlq_topic").map(String::as_str),
+        Some(topic.as_str())
+    );
 
+    // Lag comes from librdkafka's statistics, every 5 s.
+    let body = second.wait_for_metric("taskflow_consumer_lag").await;
+    taskflow_test_support::process::save_metrics("recurrence-worker", &body);
     let signalled = Instant::now();
     second.terminate();
     let status = second.exit_within(SHUTDOWN, signalled).await;

@@ -85,9 +85,15 @@ impl TaskEventType {
 pub const REMINDER_DUE_TYPE: &str = "com.taskflow.reminder.due";
 pub const TASK_CHANGED_TYPE: &str = "com.taskflow.task.changed";
 
+/// The version of the task event payload this code writes and understands. Additions that old
+/// readers can ignore keep it; anything else bumps it, and readers dead-letter newer versions
+/// rather than misread them.
+pub const TASK_EVENT_SCHEMA_VERSION: u32 = 1;
+
 /// `data` of a task event on `task-events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
+    pub schema_version: u32,
     pub event_type: TaskEventType,
     pub task_id: Uuid,
     pub user_id: String,
@@ -136,6 +142,10 @@ pub enum DecodeError {
     SpecVersion(String),
     #[error("unknown event type {0:?}")]
     UnknownType(String),
+    #[error(
+        "schema_version {0} is newer than this reader understands ({TASK_EVENT_SCHEMA_VERSION})"
+    )]
+    SchemaVersion(u32),
     #[error("data does not match {event_type}: {source}")]
     Data {
         event_type: String,
@@ -160,9 +170,11 @@ impl CloudEvent<Value> {
             source,
         };
         let decoded = if TaskEventType::from_cloudevent_type(&event.event_type).is_some() {
-            EventData::Task(Box::new(
-                serde_json::from_value(data.clone()).map_err(typed)?,
-            ))
+            let task: TaskEvent = serde_json::from_value(data.clone()).map_err(typed)?;
+            if task.schema_version > TASK_EVENT_SCHEMA_VERSION {
+                return Err(DecodeError::SchemaVersion(task.schema_version));
+            }
+            EventData::Task(Box::new(task))
         } else if event.event_type == REMINDER_DUE_TYPE {
             EventData::Reminder(serde_json::from_value(data.clone()).map_err(typed)?)
         } else if event.event_type == TASK_CHANGED_TYPE {
@@ -191,6 +203,7 @@ impl CloudEvent<TaskEvent> {
             time,
             traceparent,
             TaskEvent {
+                schema_version: TASK_EVENT_SCHEMA_VERSION,
                 event_type,
                 task_id: task.id,
                 user_id: task.user_id.clone(),

@@ -120,17 +120,46 @@ pub enum RecurrenceInput {
     Cron(CronInput),
 }
 
-/// The normalised recurrence of a task.
-///
-/// Stored (jsonb) as `{"rule": "...", "anchor": "due", "active": true}` or with `"cron"`
-/// instead of `"rule"`. Serialising adds a human `"summary"`; deserialising ignores it.
+/// The normalised recurrence of a series: what is stored (jsonb) and what events carry, e.g.
+/// `{"rule": "FREQ=MONTHLY;BYMONTHDAY=-1", "anchor": "due", "active": true,
+/// "dtstart": "2026-01-31T09:00:00", "tzid": "Europe/Berlin"}` (`"cron"` instead of `"rule"`
+/// for cron schedules; no `dtstart` for a series without due dates). The English summary is
+/// presentation: [`RecurrenceView`] adds it for API responses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recurrence {
     pub schedule: Schedule,
     pub anchor: Anchor,
     /// False once the series was cancelled: no further occurrences are created.
     pub active: bool,
+    /// Where the schedule is expanded from: occurrences follow the series, not the previous
+    /// occurrence (so a clamped month end or a DST-shifted time never carries forward).
+    pub start: Option<SeriesStart>,
 }
+
+/// The series start: the local wall-clock due time of the occurrence the rule was set on, and
+/// the zone it is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesStart {
+    pub local: NaiveDateTime,
+    pub tz: Tz,
+}
+
+impl SeriesStart {
+    /// The start an occurrence due at `due` (in its zone) gives a series.
+    pub fn at(due: DateTime<Tz>) -> Self {
+        SeriesStart {
+            local: whole_seconds(due.naive_local()),
+            tz: due.timezone(),
+        }
+    }
+
+    /// The real instant of the start (the rules for DST gaps and overlaps apply).
+    pub fn instant(&self) -> Option<DateTime<Utc>> {
+        resolve_local(self.tz, self.local)
+    }
+}
+
+const DTSTART_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 
 /// The normalised schedule text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +227,59 @@ impl Recurrence {
             schedule,
             anchor,
             active: true,
+            start: due.map(SeriesStart::at),
         })
+    }
+
+    /// The same schedule restarted at an occurrence due at `due`: editing the rule, due date or
+    /// zone of the pending occurrence changes the series from then on.
+    #[must_use]
+    pub fn restarted(&self, due: Option<DateTime<Tz>>) -> Recurrence {
+        Recurrence {
+            start: due.map(SeriesStart::at),
+            ..self.clone()
+        }
+    }
+
+    /// The due date of the occurrence after one due at `current_due` (None: no due date) that
+    /// was completed at `completed_at`; the series start comes from [`Recurrence::start`]
+    /// (the current occurrence when the series has none). See [`Recurrence::next_due`].
+    #[must_use]
+    pub fn next_occurrence(
+        &self,
+        current_due: Option<DateTime<Utc>>,
+        completed_at: DateTime<Utc>,
+        occurrence: u32,
+        tz: Tz,
+    ) -> Option<DateTime<Utc>> {
+        let current = current_due.unwrap_or(completed_at);
+        let start = self.start.and_then(|s| s.instant()).unwrap_or(current);
+        self.next_due(start, current, completed_at, occurrence, tz)
+    }
+
+    /// The next `n` due dates of the series after an occurrence due at `current_due`, as they
+    /// come when each occurrence is completed on time.
+    #[must_use]
+    pub fn upcoming(
+        &self,
+        current_due: DateTime<Utc>,
+        occurrence: u32,
+        tz: Tz,
+        n: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let mut dates = Vec::with_capacity(n);
+        let (mut due, mut number) = (current_due, occurrence);
+        while dates.len() < n {
+            match self.next_occurrence(Some(due), due, number, tz) {
+                Some(next) if next > due => {
+                    dates.push(next);
+                    due = next;
+                    number += 1;
+                }
+                _ => break,
+            }
+        }
+        dates
     }
 
     /// A short English description, e.g. "every 2 weeks on Monday and Wednesday".
@@ -282,29 +363,39 @@ impl Recurrence {
             }
         }
     }
-
-    /// The stored form, without `summary` (which is derived and would go stale).
-    #[must_use]
-    pub fn to_stored_json(&self) -> serde_json::Value {
-        let (key, text) = match &self.schedule {
-            Schedule::Rule(rule) => ("rule", rule),
-            Schedule::Cron(cron) => ("cron", cron),
-        };
-        serde_json::json!({ key: text, "anchor": self.anchor, "active": self.active })
-    }
 }
 
 impl Serialize for Recurrence {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Recurrence", 4)?;
+        let mut s = serializer.serialize_struct("Recurrence", 5)?;
         match &self.schedule {
             Schedule::Rule(rule) => s.serialize_field("rule", rule)?,
             Schedule::Cron(cron) => s.serialize_field("cron", cron)?,
         }
         s.serialize_field("anchor", &self.anchor)?;
         s.serialize_field("active", &self.active)?;
-        s.serialize_field("summary", &self.summary())?;
+        if let Some(start) = &self.start {
+            s.serialize_field("dtstart", &start.local.format(DTSTART_FORMAT).to_string())?;
+            s.serialize_field("tzid", start.tz.name())?;
+        }
         s.end()
+    }
+}
+
+/// A recurrence as API responses show it: the stored form plus a human `summary`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecurrenceView {
+    #[serde(flatten)]
+    pub recurrence: Recurrence,
+    pub summary: String,
+}
+
+impl From<Recurrence> for RecurrenceView {
+    fn from(recurrence: Recurrence) -> Self {
+        RecurrenceView {
+            summary: recurrence.summary(),
+            recurrence,
+        }
     }
 }
 
@@ -328,21 +419,37 @@ impl<'de> Deserialize<'de> for Recurrence {
                 let mut cron: Option<String> = None;
                 let mut anchor: Option<Anchor> = None;
                 let mut active: Option<bool> = None;
+                let mut dtstart: Option<String> = None;
+                let mut tzid: Option<String> = None;
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     match key.as_ref() {
                         "rule" => set_once(&mut rule, "rule", map.next_value()?)?,
                         "cron" => set_once(&mut cron, "cron", map.next_value()?)?,
                         "anchor" => set_once(&mut anchor, "anchor", map.next_value()?)?,
                         "active" => set_once(&mut active, "active", map.next_value()?)?,
+                        "dtstart" => set_once(&mut dtstart, "dtstart", map.next_value()?)?,
+                        "tzid" => set_once(&mut tzid, "tzid", map.next_value()?)?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
                 }
+                let start = match (dtstart, tzid) {
+                    (None, None) => None,
+                    (Some(local), Some(tz)) => Some(SeriesStart {
+                        local: NaiveDateTime::parse_from_str(&local, DTSTART_FORMAT)
+                            .map_err(|e| de::Error::custom(format!("dtstart {local:?}: {e}")))?,
+                        tz: tz
+                            .parse()
+                            .map_err(|_| de::Error::custom(format!("unknown tzid {tz:?}")))?,
+                    }),
+                    _ => return Err(de::Error::custom("dtstart and tzid go together")),
+                };
                 Ok(Recurrence {
                     schedule: pick_schedule(rule, cron)?,
                     anchor: anchor.unwrap_or_default(),
                     active: active.unwrap_or(true),
+                    start,
                 })
             }
         }
@@ -438,6 +545,12 @@ enum RecurrenceDoc {
         /// Human description of the schedule.
         #[schema(example = "every 2 weeks on Monday and Wednesday")]
         summary: String,
+        /// Local due time of the occurrence the schedule is expanded from.
+        #[schema(example = "2026-01-05T09:00:00")]
+        dtstart: Option<String>,
+        /// IANA zone of `dtstart`.
+        #[schema(example = "Europe/Berlin")]
+        tzid: Option<String>,
     },
     Cron {
         /// Six cron fields, evaluated in the task's time zone.
@@ -449,16 +562,22 @@ enum RecurrenceDoc {
         /// Human description of the schedule.
         #[schema(example = "on the cron schedule '0 0 9 * * Mon-Fri'")]
         summary: String,
+        /// Local due time of the occurrence the schedule is expanded from.
+        #[schema(example = "2026-01-05T09:00:00")]
+        dtstart: Option<String>,
+        /// IANA zone of `dtstart`.
+        #[schema(example = "Europe/Berlin")]
+        tzid: Option<String>,
     },
 }
 
-impl PartialSchema for Recurrence {
+impl PartialSchema for RecurrenceView {
     fn schema() -> RefOr<Schema> {
         RecurrenceDoc::schema()
     }
 }
 
-impl ToSchema for Recurrence {
+impl ToSchema for RecurrenceView {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Recurrence")
     }
@@ -2212,16 +2331,22 @@ mod tests {
     #[test]
     fn stored_form_round_trips() {
         let r = parse(rule("FREQ=WEEKLY;BYDAY=MO,WE;INTERVAL=2"), monday_9());
-        let stored = r.to_stored_json();
+        let stored = serde_json::to_value(&r).expect("serialise");
         assert_eq!(
             stored,
-            json!({"rule": "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE", "anchor": "due", "active": true})
+            json!({
+                "rule": "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE",
+                "anchor": "due",
+                "active": true,
+                "dtstart": "2025-03-03T09:00:00",
+                "tzid": "UTC",
+            })
         );
         let back: Recurrence = serde_json::from_value(stored).expect("stored form");
         assert_eq!(back, r);
 
         // The API form (with summary) reads back too.
-        let api = serde_json::to_value(&r).expect("serialise");
+        let api = serde_json::to_value(RecurrenceView::from(r.clone())).expect("serialise");
         let back: Recurrence = serde_json::from_value(api).expect("api form");
         assert_eq!(back, r);
 
@@ -2235,6 +2360,7 @@ mod tests {
                 schedule: Schedule::Cron("0 0 9 * * *".into()),
                 anchor: Anchor::Completion,
                 active: false,
+                start: None,
             }
         );
 
@@ -2246,37 +2372,52 @@ mod tests {
 
         assert!(serde_json::from_value::<Recurrence>(json!({"anchor": "due"})).is_err());
         assert!(serde_json::from_value::<Recurrence>(json!("FREQ=DAILY")).is_err());
+        for half in [
+            json!({"rule": "FREQ=DAILY", "dtstart": "2025-03-03T09:00:00"}),
+            json!({"rule": "FREQ=DAILY", "tzid": "UTC"}),
+            json!({"rule": "FREQ=DAILY", "dtstart": "yesterday", "tzid": "UTC"}),
+            json!({"rule": "FREQ=DAILY", "dtstart": "2025-03-03T09:00:00", "tzid": "Mars/Base"}),
+        ] {
+            assert!(
+                serde_json::from_value::<Recurrence>(half.clone()).is_err(),
+                "{half}"
+            );
+        }
     }
 
     #[test]
     fn response_json_has_a_summary() {
         let r = parse(rule("FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE"), monday_9());
         assert_eq!(
-            serde_json::to_value(&r).expect("serialise"),
+            serde_json::to_value(RecurrenceView::from(r)).expect("serialise"),
             json!({
                 "rule": "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE",
                 "anchor": "due",
                 "active": true,
+                "dtstart": "2025-03-03T09:00:00",
+                "tzid": "UTC",
                 "summary": "every 2 weeks on Monday and Wednesday",
             })
         );
         let c = parse(cron("0 0 9 * * Mon-Fri"), monday_9());
         assert_eq!(
-            serde_json::to_value(&c).expect("serialise")["summary"],
+            serde_json::to_value(RecurrenceView::from(c)).expect("serialise")["summary"],
             "on the cron schedule '0 0 9 * * Mon-Fri'"
         );
     }
 
     #[test]
     fn openapi_schemas_are_available() {
-        let schema = serde_json::to_value(Recurrence::schema()).expect("schema json");
+        let schema = serde_json::to_value(RecurrenceView::schema()).expect("schema json");
         let text = schema.to_string();
-        for field in ["rule", "cron", "anchor", "active", "summary"] {
+        for field in [
+            "rule", "cron", "anchor", "active", "summary", "dtstart", "tzid",
+        ] {
             assert!(text.contains(field), "{field} missing from {text}");
         }
-        assert_eq!(Recurrence::name(), "Recurrence");
+        assert_eq!(RecurrenceView::name(), "Recurrence");
         let mut refs = Vec::new();
-        Recurrence::schemas(&mut refs);
+        RecurrenceView::schemas(&mut refs);
         assert!(refs.iter().any(|(name, _)| name == "Anchor"));
 
         let input = serde_json::to_value(RecurrenceInput::schema()).expect("schema json");
@@ -2547,6 +2688,7 @@ mod tests {
             schedule: Schedule::Rule("garbage".into()),
             anchor: Anchor::Due,
             active: true,
+            start: None,
         };
         assert_eq!(broken.next_due(start, start, start, 1, Tz::UTC), None);
         assert_eq!(broken.summary(), "on the schedule 'garbage'");
@@ -2665,6 +2807,7 @@ mod tests {
                         schedule: schedule.clone(),
                         anchor,
                         active: true,
+                        start: None,
                     };
                     let _ = r.summary();
                     let start = utc(2025, 3, 3, 9, 0);

@@ -1,4 +1,5 @@
-//! The task snapshot: the task as the API returns it and as events carry it.
+//! The task as events carry it (`data.task` of every task event): part of the versioned event
+//! contract, apart from the API's response type.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -64,8 +65,8 @@ impl Priority {
     }
 }
 
-/// A task, exactly as `GET /api/{user_id}/tasks/{id}` returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A task as its events carry it. The recurrence is the stored form, with the series start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSnapshot {
     pub id: Uuid,
     pub user_id: String,

@@ -43,6 +43,9 @@ pub const TOPICS: [TopicSpec; 5] = [
     },
 ];
 
+/// The topics the backend's outbox writes to.
+pub const OUTBOX_TOPICS: [&str; 3] = [TASK_EVENTS, TASK_UPDATES, REMINDERS];
+
 /// The dead-letter topic for a topic: `<topic>.dlq`.
 pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")

@@ -2,3 +2,4 @@
 
 pub mod list_query;
 pub mod task;
+pub mod task_view;

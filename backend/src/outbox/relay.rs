@@ -11,13 +11,13 @@ use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::{FutureExt, StreamExt};
-use shared_events::publisher::{Outbound, PublishError, Publisher};
+use taskflow_db::DbPool;
+use taskflow_kafka::publisher::{Outbound, PublishError, Publisher};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::EventPathHealth;
 use crate::configuration::EventSettings;
-use crate::db::DbPool;
 use crate::metrics::Metrics;
 
 /// Arbitrary but fixed: the advisory lock key that makes one relay the publisher.
@@ -33,8 +33,6 @@ struct Pending {
     topic: String,
     #[diesel(sql_type = Text)]
     message_key: String,
-    #[diesel(sql_type = Text)]
-    event_type: String,
     #[diesel(sql_type = Text)]
     payload: String,
     #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
@@ -71,6 +69,8 @@ pub struct Pass {
 pub struct Relay {
     pool: DbPool,
     database_url: String,
+    /// Put in front of each row's topic on the broker (`KAFKA_TOPIC_PREFIX`).
+    topic_prefix: String,
     publisher: Arc<dyn Publisher>,
     settings: EventSettings,
     metrics: Arc<Metrics>,
@@ -81,6 +81,7 @@ impl Relay {
     pub fn new(
         pool: DbPool,
         database_url: String,
+        topic_prefix: String,
         publisher: Arc<dyn Publisher>,
         settings: EventSettings,
         metrics: Arc<Metrics>,
@@ -89,6 +90,7 @@ impl Relay {
         Relay {
             pool,
             database_url,
+            topic_prefix,
             publisher,
             settings,
             metrics,
@@ -102,6 +104,7 @@ impl Relay {
         let conn: &mut AsyncPgConnection = &mut conn;
         let batch_size = self.settings.batch_size;
         let publisher = self.publisher.clone();
+        let prefix = self.topic_prefix.as_str();
         let metrics = self.metrics.clone();
         let max_backoff = self.settings.max_backoff.as_secs_f64();
         conn.transaction::<_, anyhow::Error, _>(async |conn| {
@@ -115,7 +118,7 @@ impl Relay {
             // Oldest first, skipping every key whose head is waiting to be retried: one failing
             // key must neither overtake its own later rows nor hold up anyone else's.
             let rows: Vec<Pending> = diesel::sql_query(
-                "SELECT id, topic, message_key, event_type, payload::text AS payload, \
+                "SELECT id, topic, message_key, payload::text AS payload, \
                         payload->>'traceparent' AS traceparent \
                  FROM outbox o WHERE sent_at IS NULL AND NOT EXISTS ( \
                      SELECT 1 FROM outbox d WHERE d.sent_at IS NULL AND d.next_attempt_at IS NOT NULL \
@@ -127,7 +130,7 @@ impl Relay {
             .load(conn)
             .await?;
             let claimed = rows.len();
-            let outcome = publish_in_key_order(publisher.as_ref(), &rows).await;
+            let outcome = publish_in_key_order(publisher.as_ref(), prefix, &rows).await;
             for row in rows.iter().filter(|r| outcome.sent.contains(&r.id)) {
                 metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
             }
@@ -209,12 +212,7 @@ impl Relay {
         .execute(&mut conn)
         .await?;
         let keys = crate::idempotency::prune(&mut conn).await?;
-        // Far longer than any topic keeps messages (7 days), so a redelivery is always recognised.
-        let processed = diesel::sql_query(
-            "DELETE FROM processed_events WHERE processed_at < now() - interval '30 days'",
-        )
-        .execute(&mut conn)
-        .await?;
+        let processed = taskflow_db::processed::prune(&mut conn).await?;
         if pruned + keys + processed > 0 {
             tracing::info!(
                 outbox_rows = pruned,
@@ -350,7 +348,11 @@ struct Outcome<'a> {
 
 /// Publish each (topic, key)'s rows one after another (chains run concurrently); a chain stops
 /// at its first failure so its later rows stay pending behind it.
-async fn publish_in_key_order<'a>(publisher: &dyn Publisher, rows: &'a [Pending]) -> Outcome<'a> {
+async fn publish_in_key_order<'a>(
+    publisher: &dyn Publisher,
+    prefix: &str,
+    rows: &'a [Pending],
+) -> Outcome<'a> {
     // Order matters within a topic's partition, so a chain is one (topic, key): a task's
     // `task-updates` notice does not wait for its `task-events` acknowledgement.
     let mut by_key: HashMap<(&str, &str), Vec<&Pending>> = HashMap::new();
@@ -363,13 +365,11 @@ async fn publish_in_key_order<'a>(publisher: &dyn Publisher, rows: &'a [Pending]
     let chains = by_key.into_values().map(|chain| async move {
         let mut sent = Vec::with_capacity(chain.len());
         for row in chain {
-            let id = row.id.to_string();
+            let topic = format!("{prefix}{}", row.topic);
             let message = Outbound {
-                topic: &row.topic,
+                topic: &topic,
                 key: &row.message_key,
                 payload: row.payload.as_bytes(),
-                id: &id,
-                event_type: &row.event_type,
                 traceparent: row.traceparent.as_deref(),
             };
             if let Err(e) = publisher.publish(message).await {

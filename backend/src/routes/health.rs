@@ -6,9 +6,9 @@ use actix_web::web::Data;
 use actix_web::HttpResponse;
 use serde_json::json;
 
-use crate::db::{self, DbPool};
 use crate::metrics::Metrics;
 use crate::outbox::EventPathHealth;
+use taskflow_db::DbPool;
 
 /// Remembers that migrations were found applied, so `/ready` checks them once.
 #[derive(Default)]
@@ -27,11 +27,11 @@ pub async fn ready(
     seen: Data<MigrationsSeen>,
     events: Data<EventPathHealth>,
 ) -> HttpResponse {
-    let database = db::ping(&pool).await.map_err(|e| e.to_string());
+    let database = taskflow_db::ping(&pool).await.map_err(|e| e.to_string());
     let migrations = if seen.0.load(Ordering::Relaxed) {
         Ok(())
     } else {
-        match db::migrations_applied(&pool).await {
+        match taskflow_db::migrations::applied(&pool).await {
             Ok(true) => {
                 seen.0.store(true, Ordering::Relaxed);
                 Ok(())

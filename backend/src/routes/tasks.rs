@@ -2,29 +2,31 @@
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
-use actix_web::web::{Data, Json, Path};
+use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared_events::TaskSnapshot;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::db::DbPool;
 use crate::domain::list_query::ListQuery;
 use crate::domain::task::{TaskBody, TaskFields, TaskPatch};
+use crate::domain::task_view::TaskView;
 use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey};
-use crate::store::{self, TaskRow};
+use crate::listing;
 use crate::tasks::{self, Change, Edit, Precondition};
+use taskflow_db::tasks::{self as store, TaskRow};
+use taskflow_db::DbPool;
 
 /// One page of tasks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskPage {
-    pub items: Vec<TaskSnapshot>,
+    pub items: Vec<TaskView>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
@@ -73,7 +75,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiErro
 fn task_response(status: StatusCode, row: &TaskRow) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::ETAG, format!("\"{}\"", row.version)))
-        .json(row.snapshot())
+        .json(TaskView::from(row))
 }
 
 /// Runs `f` in a transaction on a pooled connection.
@@ -103,7 +105,7 @@ impl From<diesel::result::Error> for Replay {
     params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = TaskBody,
     responses(
-        (status = 201, description = "Created", body = TaskSnapshot),
+        (status = 201, description = "Created", body = TaskView),
         (status = 400, description = "Malformed JSON"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
         (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields"),
     ),
@@ -143,7 +145,7 @@ pub async fn create(
                 .await
                 .map_err(Replay::Error)?;
             if let Some(key) = &key {
-                let body = serde_json::to_value(row.snapshot())
+                let body = serde_json::to_value(TaskView::from(&row))
                     .map_err(|e| Replay::Error(anyhow::Error::from(e).into()))?;
                 if !idempotency::save(conn, &user_id, key, 201, &body).await? {
                     // A concurrent request with this key committed first: undo ours, replay theirs.
@@ -160,7 +162,7 @@ pub async fn create(
         Ok(row) => Ok(HttpResponse::Created()
             .insert_header((header::ETAG, format!("\"{}\"", row.version)))
             .insert_header((header::LOCATION, format!("/api/{user_id}/tasks/{}", row.id)))
-            .json(row.snapshot())),
+            .json(TaskView::from(&row))),
         Err(Replay::Stored(status, body)) => Ok(replayed(&user_id, status, body)),
         Err(Replay::Error(ApiError::Conflict { code: RACE, .. })) => {
             let key = key.ok_or_else(|| anyhow::anyhow!("idempotency race without a key"))?;
@@ -213,14 +215,17 @@ pub async fn list(
     auth.require(&user_id)?;
     let query = ListQuery::parse(req.query_string())?;
     let mut conn = pool.get().await?;
-    let mut rows = store::list(&mut conn, &user_id, &query).await?;
+    let mut rows = listing::list(&mut conn, &user_id, &query).await?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
     let next_cursor = more
-        .then(|| rows.last().map(|r| store::cursor_after(&query, r).encode()))
+        .then(|| {
+            rows.last()
+                .map(|r| listing::cursor_after(&query, r).encode())
+        })
         .flatten();
     Ok(HttpResponse::Ok().json(TaskPage {
-        items: rows.iter().map(TaskRow::snapshot).collect(),
+        items: rows.iter().map(TaskView::from).collect(),
         next_cursor,
     }))
 }
@@ -228,7 +233,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
-    responses((status = 200, description = "OK", body = TaskSnapshot), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task")),
+    responses((status = 200, description = "OK", body = TaskView), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -273,7 +278,7 @@ async fn apply_edit(
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskPatch,
     responses(
-        (status = 200, description = "OK", body = TaskSnapshot), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
+        (status = 200, description = "OK", body = TaskView), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
         (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"), (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
@@ -296,7 +301,7 @@ pub async fn patch(
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = TaskBody,
     responses(
-        (status = 200, description = "OK", body = TaskSnapshot), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
+        (status = 200, description = "OK", body = TaskView), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
         (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"), (status = 413, description = "Body over 64 KiB"), (status = 415, description = "Body is not JSON"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
@@ -320,7 +325,7 @@ pub async fn replace(
     patch, path = "/api/{user_id}/tasks/{id}/complete", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     responses(
-        (status = 200, description = "The completed task; completing twice changes nothing", body = TaskSnapshot),
+        (status = 200, description = "The completed task; completing twice changes nothing", body = TaskView),
         (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"),
     ),
     security(("bearer" = []))
@@ -364,7 +369,7 @@ pub async fn delete(
     post, path = "/api/{user_id}/tasks/{id}/recurrence/cancel", tag = "tasks",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The task with recurrence.active = false", body = TaskSnapshot),
+        (status = 200, description = "The task with recurrence.active = false", body = TaskView),
         (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 422, description = "Invalid fields (details.fields)"),
     ),
     security(("bearer" = []))
@@ -385,4 +390,80 @@ pub async fn cancel_recurrence(
     };
     let row = transaction!(pool, |conn| tasks::cancel_recurrence(conn, &ctx, id).await)?;
     Ok(task_response(StatusCode::OK, &row))
+}
+
+/// `?limit=` of the occurrences endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OccurrencesQuery {
+    /// How many dates, 1 to 100 (default 5).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<usize>,
+}
+
+/// One coming occurrence of a series.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Occurrence {
+    /// Its number in the series.
+    pub occurrence: i64,
+    pub due_at: DateTime<Utc>,
+}
+
+/// The coming occurrences of a task's series.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OccurrencePage {
+    pub task_id: Uuid,
+    pub series_id: Uuid,
+    /// The next due dates from this task on, as they come when each occurrence is completed on
+    /// time; empty when the task does not recur, the series ended or was cancelled, or it has no
+    /// due date to count from.
+    pub items: Vec<Occurrence>,
+}
+
+#[utoipa::path(
+    get, path = "/api/{user_id}/tasks/{id}/occurrences", tag = "tasks",
+    params(("user_id" = String, Path), ("id" = Uuid, Path), OccurrencesQuery),
+    responses(
+        (status = 200, description = "The next due dates of the series, from the engine the recurrence worker uses", body = OccurrencePage),
+        (status = 400, description = "Bad query"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn occurrences(
+    auth: AuthUser,
+    path: Path<(String, String)>,
+    query: Query<OccurrencesQuery>,
+    pool: Data<DbPool>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, id) = path.into_inner();
+    auth.require(&user_id)?;
+    let id = task_id(&id)?;
+    let limit = query.limit.unwrap_or(5);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let mut conn = pool.get().await?;
+    let row = store::find(&mut conn, &user_id, id, false)
+        .await?
+        .ok_or(ApiError::NotFound("no such task"))?;
+    let tz: Tz = row.timezone.parse().unwrap_or(Tz::UTC);
+    let dates = match (row.recurrence(), row.due_at) {
+        (Some(recurrence), Some(due)) => {
+            recurrence.upcoming(due, u32::try_from(row.occurrence).unwrap_or(1), tz, limit)
+        }
+        _ => Vec::new(),
+    };
+    Ok(HttpResponse::Ok().json(OccurrencePage {
+        task_id: row.id,
+        series_id: row.series_id,
+        items: dates
+            .into_iter()
+            .zip(i64::from(row.occurrence) + 1..)
+            .map(|(due_at, occurrence)| Occurrence { occurrence, due_at })
+            .collect(),
+    }))
 }

@@ -9,10 +9,11 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use reqwest::Method;
 use serde_json::{json, Value};
-use shared_events::publisher::{DaprPublisher, KafkaPublisher, Outbound, PublishError, Publisher};
+use taskflow_kafka::publisher::{DaprPublisher, KafkaPublisher, Outbound, PublishError, Publisher};
+use taskflow_test_support::kafka::{read, topics, Received};
 
 use crate::helpers::{fresh_database, settings, spawn_with, TestApp};
-use crate::kafka::{read, sarama_partition, topics, Received, TestSidecar};
+use crate::kafka::{sarama_partition, TestSidecar};
 
 const USER: &str = "bob";
 /// How long the expected messages may take to arrive.
@@ -28,7 +29,7 @@ fn relaying(
     let mut s = settings(database_url);
     s.events.relay_enabled = true;
     s.events.publisher = publisher;
-    s.events.kafka_brokers = brokers.to_owned();
+    s.common.kafka_brokers = brokers.to_owned();
     s.events.poll_interval = Duration::from_millis(200);
     s.events.publish_timeout = Duration::from_secs(2);
     s.events.max_backoff = Duration::from_millis(500);
@@ -291,8 +292,13 @@ async fn each_change_yields_one_event_in_order_with_the_envelope() {
             "Dapr's placement for {}",
             e.key
         );
-        assert_eq!(e.headers["ce_id"], body["id"].as_str().unwrap());
-        assert_eq!(e.headers["ce_type"], body["type"].as_str().unwrap());
+        // Structured mode by the CloudEvents Kafka binding: this content type, no `ce_` headers.
+        assert_eq!(e.headers["content-type"], "application/cloudevents+json");
+        assert!(
+            e.headers.keys().all(|k| !k.starts_with("ce_")),
+            "{:?}",
+            e.headers
+        );
         assert_eq!(
             uuid::Uuid::parse_str(body["id"].as_str().unwrap())
                 .unwrap()
@@ -322,14 +328,12 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
     let dapr =
         DaprPublisher::new(&sidecar.endpoint, "kafka-pubsub", Duration::from_secs(10)).unwrap();
     dapr.wait_until_ready(Duration::from_secs(5)).await.unwrap();
-    for (event_type, payload) in &rows {
+    for (_, payload) in &rows {
         let bytes = serde_json::to_vec(payload).unwrap();
         let message = Outbound {
             topic: "task-events",
             key: payload["data"]["series_id"].as_str().unwrap(),
             payload: &bytes,
-            id: payload["id"].as_str().unwrap(),
-            event_type,
             traceparent: None,
         };
         kafka.publish(message).await.unwrap();
@@ -353,10 +357,10 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
             "same partition for {key}"
         );
         assert_eq!(native.partition, sarama_partition(key, 3));
-        assert_eq!(native.headers.get("ce_id"), via_dapr.headers.get("ce_id"));
+        assert_eq!(native.headers, via_dapr.headers, "the same headers");
         assert_eq!(
-            native.headers.get("ce_type"),
-            via_dapr.headers.get("ce_type")
+            native.headers.get("content-type").map(String::as_str),
+            Some("application/cloudevents+json")
         );
         let mut stripped = via_dapr.body.as_object().unwrap().clone();
         assert_eq!(stripped["pubsubname"], "kafka-pubsub");
@@ -384,8 +388,6 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
             topic: "task-events",
             key: "k",
             payload: b"{}",
-            id: "x",
-            event_type: "t",
             traceparent: None,
         })
         .await
@@ -429,13 +431,13 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
             .text()
             .await
             .unwrap();
-        if metrics.contains(&format!("outbox_pending {}", 2 * BURST_EVENTS)) {
+        if metrics.contains(&format!("taskflow_outbox_pending {}", 2 * BURST_EVENTS)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        metrics.contains(&format!("outbox_pending {}", 2 * BURST_EVENTS)),
+        metrics.contains(&format!("taskflow_outbox_pending {}", 2 * BURST_EVENTS)),
         "backlog gauge: {metrics}"
     );
     assert!(metrics.contains("outbox_oldest_pending_age_seconds"));
@@ -540,18 +542,18 @@ async fn broker_outage_while_500_tasks_are_written_loses_nothing() {
 
 #[tokio::test]
 async fn topics_with_fewer_partitions_than_configured_fail_loudly() {
-    use shared_events::admin::{ensure_topics, TopicError};
     use shared_events::topics::TopicSpec;
+    use taskflow_kafka::admin::{ensure_topics, TopicError};
     let brokers = topics().await;
     // Leaked: TopicSpec names are 'static, like the real topic list.
     let name: &'static str =
-        Box::leak(format!("short-{}", uuid::Uuid::new_v4().simple()).into_boxed_str());
+        Box::leak(format!("short-{}", uuid::Uuid::now_v7().simple()).into_boxed_str());
     let spec = |partitions| [TopicSpec { name, partitions }];
-    ensure_topics(&brokers, &spec(1), 1).await.unwrap();
+    ensure_topics(&brokers, &spec(1), 1, "").await.unwrap();
     // Re-running with the same count is fine (idempotent) ...
-    ensure_topics(&brokers, &spec(1), 1).await.unwrap();
+    ensure_topics(&brokers, &spec(1), 1, "").await.unwrap();
     // ... asking for more than exist is an error that names the topic.
-    let err = ensure_topics(&brokers, &spec(3), 1).await.unwrap_err();
+    let err = ensure_topics(&brokers, &spec(3), 1, "").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -650,6 +652,7 @@ async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
     let relay = Relay::new(
         app.pool.clone(),
         database.clone(),
+        String::new(),
         Arc::new(KafkaPublisher::new("127.0.0.1:1", Duration::from_secs(1)).unwrap()),
         s.events,
         Arc::new(Metrics::new().unwrap()),

@@ -53,7 +53,7 @@ async fn ready_is_503_while_the_database_is_unreachable() {
     };
     // Refuse new connections and end the pooled ones, from outside the app's pool.
     let admin = std::env::var("DATABASE_URL").unwrap();
-    let outside = backend::db::pool(&admin, 1).unwrap();
+    let outside = taskflow_db::pool(&admin, 1).unwrap();
     let run = |sql: String| {
         let outside = outside.clone();
         async move {
@@ -157,10 +157,17 @@ async fn metrics_count_requests_by_route_pattern() {
         .unwrap()
         .starts_with("text/plain"));
     let text = res.text().await.unwrap();
+    taskflow_test_support::process::save_metrics("backend", &text);
+    for standard in ["process_resident_memory_bytes", "taskflow_outbox_pending"] {
+        assert!(
+            text.contains(&format!("# TYPE {standard} gauge")),
+            "{standard}"
+        );
+    }
     let s = samples(&text);
     let requests = |method: &str, route: &str, status: u16| {
         s.get(&format!(
-            "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+            "taskflow_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
         ))
         .copied()
     };
@@ -192,27 +199,29 @@ async fn metrics_count_requests_by_route_pattern() {
 
     // The latency histogram, with the same labels.
     let count = s.get(
-        "http_request_duration_seconds_count{method=\"GET\",route=\"/api/{user_id}/tasks\",status=\"200\"}",
+        "taskflow_http_request_duration_seconds_count{method=\"GET\",route=\"/api/{user_id}/tasks\",status=\"200\"}",
     );
     assert_eq!(count, Some(&2.0), "{text}");
     let inf = s.get(
-        "http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/{user_id}/tasks\",status=\"200\",le=\"+Inf\"}",
+        "taskflow_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/{user_id}/tasks\",status=\"200\",le=\"+Inf\"}",
     );
     assert_eq!(inf, Some(&2.0), "{text}");
-    assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+    assert!(text.contains("# TYPE taskflow_http_request_duration_seconds histogram"));
     assert!(s.contains_key(
-        "http_request_duration_seconds_sum{method=\"GET\",route=\"/api/{user_id}/tasks\",status=\"200\"}"
+        "taskflow_http_request_duration_seconds_sum{method=\"GET\",route=\"/api/{user_id}/tasks\",status=\"200\"}"
     ));
 
     // Pool gauges: helpers size the pool at 8.
     assert_eq!(
-        s.get("db_pool_connections{state=\"max\"}"),
+        s.get("taskflow_db_pool_connections{state=\"max\"}"),
         Some(&8.0),
         "{text}"
     );
     for state in ["open", "idle", "waiting"] {
         assert!(
-            s.contains_key(&format!("db_pool_connections{{state=\"{state}\"}}")),
+            s.contains_key(&format!(
+                "taskflow_db_pool_connections{{state=\"{state}\"}}"
+            )),
             "{state}: {text}"
         );
     }
@@ -220,7 +229,7 @@ async fn metrics_count_requests_by_route_pattern() {
     // The scrape itself is counted on the next one.
     let again = samples(&get(&app, "/metrics").await.text().await.unwrap());
     assert_eq!(
-        again.get("http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"}"),
+        again.get("taskflow_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"}"),
         Some(&1.0)
     );
 }
@@ -287,7 +296,7 @@ async fn openapi_is_3_1_and_lists_every_operation() {
         }
     }
     // The task schema names every response field.
-    let task = &doc["components"]["schemas"]["TaskSnapshot"]["properties"];
+    let task = &doc["components"]["schemas"]["Task"]["properties"];
     for field in [
         "id",
         "user_id",
@@ -307,7 +316,7 @@ async fn openapi_is_3_1_and_lists_every_operation() {
         "created_at",
         "updated_at",
     ] {
-        assert!(task.get(field).is_some(), "TaskSnapshot.{field}");
+        assert!(task.get(field).is_some(), "Task.{field}");
     }
     // The list parameters are documented.
     let params: BTreeSet<&str> = doc["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]
@@ -352,8 +361,9 @@ async fn invented_http_methods_share_one_metrics_label() {
         "a series per invented method"
     );
     assert!(
-        metrics
-            .contains("http_requests_total{method=\"other\",route=\"/health\",status=\"405\"} 20"),
+        metrics.contains(
+            "taskflow_http_requests_total{method=\"other\",route=\"/health\",status=\"405\"} 20"
+        ),
         "{metrics}"
     );
 }

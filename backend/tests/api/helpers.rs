@@ -3,91 +3,24 @@
 use std::time::Duration;
 
 use backend::configuration::Settings;
-use backend::db::{self, DbPool};
 use backend::startup::Application;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
-use tokio::sync::OnceCell;
-use uuid::Uuid;
+use taskflow_db::DbPool;
+pub use taskflow_test_support::db::fresh_database;
 
 pub const SECRET: &str = "taskflow-test-secret";
-
-/// The server named by `DATABASE_URL`; `./dev test` points it at a user with CREATEDB.
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must name a PostgreSQL server where tests may create databases (./dev test sets it)")
-}
-
-static TEMPLATE: OnceCell<String> = OnceCell::const_new();
-
-/// A migrated database that per-test databases are cloned from: one per test process.
-async fn template() -> &'static str {
-    TEMPLATE
-        .get_or_init(|| async {
-            let name = format!("tf_template_{}", std::process::id());
-            let mut conn = AsyncPgConnection::establish(&admin_url())
-                .await
-                .expect("connect to DATABASE_URL");
-            drop_stale(&mut conn).await;
-            db::create_database(&admin_url(), &name, None)
-                .await
-                .expect("create template database");
-            name
-        })
-        .await
-}
-
-#[derive(QueryableByName)]
-struct Name {
-    #[diesel(sql_type = Text)]
-    datname: String,
-}
-
-/// Databases left behind by earlier runs (tests do not drop theirs, so a failure can be inspected).
-async fn drop_stale(conn: &mut AsyncPgConnection) {
-    let names: Vec<Name> = diesel::sql_query(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'tf\\_%' \
-         AND (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0",
-    )
-    .load(conn)
-    .await
-    .unwrap_or_default();
-    for Name { datname } in names {
-        // Names end in the pid of the test process that made them; another run may be going on
-        // right now (its template has no connections between clones), so keep a live process's.
-        let owner_alive = datname
-            .rsplit_once('_')
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if !owner_alive {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{datname}\""))
-                .execute(conn)
-                .await;
-        }
-    }
-}
-
-/// A fresh, migrated database; returns its URL.
-pub async fn fresh_database() -> String {
-    let template = template().await;
-    let name = format!("tf_{}_{}", Uuid::new_v4().simple(), std::process::id());
-    db::create_database(&admin_url(), &name, Some(template))
-        .await
-        .expect("create test database")
-}
 
 /// The defaults with quick retries, Kafka from `KAFKA_BROKERS`, and the relay off so that
 /// tests see raw outbox rows (event tests turn it on).
 pub fn settings(database_url: &str) -> Settings {
     let mut s = Settings::local(database_url, SECRET);
-    s.db_pool_size = 8;
+    s.common.db_pool_size = 8;
+    s.common.kafka_brokers = taskflow_test_support::kafka::brokers();
     s.events.relay_enabled = false;
-    if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
-        s.events.kafka_brokers = brokers;
-    }
     s.events.poll_interval = Duration::from_millis(200);
     s.events.max_backoff = Duration::from_secs(2);
     s.events.publish_timeout = Duration::from_secs(5);
@@ -182,22 +115,11 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let mut conn = self.pool.get().await.unwrap();
-        diesel::sql_query(sql)
-            .get_result::<Count>(&mut conn)
-            .await
-            .unwrap()
-            .n
+        taskflow_test_support::db::count(&self.pool, sql).await
     }
 
     pub async fn execute(&self, sql: &str) {
-        let mut conn = self.pool.get().await.unwrap();
-        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+        taskflow_test_support::db::execute(&self.pool, sql).await
     }
 }
 

@@ -1,5 +1,5 @@
-//! Kafka test support: topics on the test broker, reading back what was published, and a
-//! test Dapr sidecar that speaks Dapr's publish contract and forwards to the broker.
+//! A test Dapr sidecar that speaks Dapr's publish contract and forwards to the broker, and
+//! Sarama's (Dapr's) partitioner to compare placements with.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,104 +9,9 @@ use std::time::Duration;
 use actix_web::web::{self, Bytes, Data, Path, Query};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::Message;
 use serde_json::Value;
-use shared_events::topics::TOPICS;
-use tokio::sync::OnceCell;
-
-/// The broker `./dev test` started (Tansu), from `KAFKA_BROKERS`.
-pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-static TOPICS_READY: OnceCell<()> = OnceCell::const_new();
-
-/// Create the system's topics on the test broker once per test process.
-pub async fn topics() -> String {
-    let brokers = brokers();
-    TOPICS_READY
-        .get_or_init(|| async {
-            shared_events::admin::ensure_topics(&brokers, &TOPICS, 1)
-                .await
-                .expect("topics on the test broker (is KAFKA_BROKERS reachable?)");
-        })
-        .await;
-    brokers
-}
-
-/// A message read back from a topic.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: String,
-    pub body: Value,
-    pub headers: HashMap<String, String>,
-}
-
-/// How long to keep reading after the expected messages arrived, to catch extras.
-const QUIET: Duration = Duration::from_millis(1500);
-
-/// Read `topic` from the beginning until `want` messages pass `keep` (or `timeout` passes),
-/// then a little longer, so that duplicates show up in the result.
-pub async fn read(
-    brokers: &str,
-    topic: &str,
-    want: usize,
-    timeout: Duration,
-    keep: impl Fn(&Received) -> bool,
-) -> Vec<Received> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("partition.assignment.strategy", "range")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut found = Vec::new();
-    let mut deadline = tokio::time::Instant::now() + timeout;
-    let mut settling = false;
-    loop {
-        if !settling && found.len() >= want {
-            settling = true;
-            deadline = tokio::time::Instant::now() + QUIET;
-        }
-        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Ok(Ok(m)) => m,
-        };
-        let received = Received {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-            body: serde_json::from_slice(message.payload().unwrap_or_default())
-                .unwrap_or(Value::Null),
-            headers: message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        if keep(&received) {
-            found.push(received);
-        }
-    }
-    found
-}
 
 /// Sarama's hash partitioner, which Dapr's Kafka component uses: FNV-1a 32-bit of the key,
 /// as int32, modulo the partition count, negated when negative.

@@ -1,89 +1,75 @@
-//! What the worker tests share: a fresh database, events to produce, the worker binary as a
-//! child process, and polling helpers.
-#![allow(dead_code)] // each test binary uses its own subset
+//! What the worker tests share beyond `taskflow-test-support`: the worker binary, events to
+//! produce, and the worker's processed-event records.
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
 
 use chrono::Utc;
-use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use shared_events::database::DbPool;
-use shared_events::topics::RECURRENCE_WORKER_GROUP;
+use shared_events::recurrence::{Recurrence, RecurrenceInput};
 use shared_events::{CloudEvent, TaskEventType, TaskSnapshot};
-use tokio::time::Instant;
+use taskflow_db::tasks::{self, TaskRow};
+use taskflow_db::DbPool;
+pub use taskflow_test_support::db::{count, fresh_database};
+pub use taskflow_test_support::kafka::{brokers, group_members, producer, read, send};
+pub use taskflow_test_support::process::{metric, Service};
+pub use taskflow_test_support::{eventually, PATIENCE};
 use uuid::Uuid;
 
-/// For anything to happen (group join, consuming a few hundred events).
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The broker tests use unless they bring their own: `KAFKA_BROKERS`.
-pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+/// The recurrence worker as a child process, in `group` on topics under `prefix`.
+pub fn start_worker(
+    database_url: &str,
+    brokers: &str,
+    prefix: &str,
+    group: &str,
+    run: u32,
+) -> Service {
+    Service::start(
+        env!("CARGO_BIN_EXE_recurrence-worker"),
+        &format!("recurrence-worker-{group}-run{run}"),
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        &[
+            ("DATABASE_URL", database_url),
+            ("KAFKA_BROKERS", brokers),
+            ("KAFKA_TOPIC_PREFIX", prefix),
+            ("KAFKA_GROUP_ID", group),
+            ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ],
+    )
 }
 
-pub async fn fresh_database() -> String {
-    let admin = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must name a PostgreSQL server where tests may create databases");
-    // Ends in the pid, like the backend's test databases, so their clean-up knows it.
-    let name = format!(
-        "tf_worker_{}_{}",
-        Uuid::new_v4().simple(),
-        std::process::id()
-    );
-    backend::db::create_database(&admin, &name, None)
-        .await
-        .expect("create test database")
-}
-
-#[derive(QueryableByName)]
-pub struct Id {
-    #[diesel(sql_type = SqlUuid)]
-    pub event_id: Uuid,
-}
-
-#[derive(QueryableByName)]
-pub struct Count {
-    #[diesel(sql_type = BigInt)]
-    pub n: i64,
-}
-
-pub async fn processed_count(pool: &DbPool) -> i64 {
-    let mut conn = pool.get().await.expect("connection");
-    diesel::sql_query("SELECT count(*) AS n FROM processed_events WHERE consumer = $1")
-        .bind::<Text, _>(RECURRENCE_WORKER_GROUP)
-        .get_result::<Count>(&mut conn)
-        .await
-        .expect("count")
-        .n
+/// How many events `group` has recorded as handled.
+pub async fn processed_count(pool: &DbPool, group: &str) -> i64 {
+    count(
+        pool,
+        &format!("SELECT count(*) AS n FROM processed_events WHERE consumer = '{group}'"),
+    )
+    .await
 }
 
 /// Sessions of the test database waiting on a lock: the worker's effect behind the held row.
 pub async fn lock_waiters(pool: &DbPool) -> i64 {
-    let mut conn = pool.get().await.expect("connection");
-    diesel::sql_query(
+    count(
+        pool,
         "SELECT count(*) AS n FROM pg_stat_activity \
          WHERE datname = current_database() AND wait_event_type = 'Lock'",
     )
-    .get_result::<Count>(&mut conn)
     .await
-    .expect("pg_stat_activity")
-    .n
 }
 
-pub async fn processed_ids(pool: &DbPool) -> BTreeSet<Uuid> {
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = SqlUuid)]
+    event_id: Uuid,
+}
+
+pub async fn processed_ids(pool: &DbPool, group: &str) -> BTreeSet<Uuid> {
     let mut conn = pool.get().await.expect("connection");
     diesel::sql_query("SELECT event_id FROM processed_events WHERE consumer = $1")
-        .bind::<Text, _>(RECURRENCE_WORKER_GROUP)
+        .bind::<Text, _>(group)
         .load::<Id>(&mut conn)
         .await
         .expect("ids")
@@ -107,211 +93,93 @@ pub struct Sent {
     pub partition: i32,
 }
 
-pub async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    partition: Option<i32>,
-    payload: &[u8],
-) -> i32 {
-    let mut record = FutureRecord::<str, [u8]>::to(topic)
-        .key(key)
-        .payload(payload);
-    if let Some(p) = partition {
-        record = record.partition(p);
-    }
-    let delivered = producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce");
-    delivered.partition
+/// `taskflow_consumer_messages_total` of `outcome` on `task-events`.
+pub fn handled(worker: &Service, outcome: &str) -> usize {
+    metric(
+        &worker.addr,
+        "taskflow_consumer_messages_total",
+        &[("outcome", outcome), ("topic", "task-events")],
+    ) as usize
 }
 
-/// Members of a consumer group as the broker sees them.
-pub async fn group_members(brokers: &str, group: &str) -> usize {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let group = group.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let list = client
-            .fetch_group_list(Some(&group), Duration::from_secs(10))
-            .expect("describe group");
-        list.groups().iter().map(|g| g.members().len()).sum()
-    })
+/// A recurring task stored as the API stores one: `recurrence` (a shorthand or an RRULE) from
+/// `due` in its zone, the first occurrence of its own series.
+pub async fn recurring_task(
+    pool: &DbPool,
+    user: &str,
+    recurrence: &str,
+    due: chrono::DateTime<chrono_tz::Tz>,
+) -> TaskRow {
+    let input: RecurrenceInput = if recurrence.contains('=') {
+        serde_json::from_value(serde_json::json!({ "rule": recurrence })).unwrap()
+    } else {
+        serde_json::from_value(serde_json::json!(recurrence)).unwrap()
+    };
+    let recurrence = Recurrence::parse(&input, Some(due)).expect("valid recurrence");
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    let row = TaskRow {
+        id,
+        user_id: user.to_owned(),
+        title: format!("recurring {id}"),
+        description: Some("every time".into()),
+        completed: false,
+        completed_at: None,
+        priority: 3,
+        tags: vec!["home".into()],
+        due_at: Some(due.with_timezone(&Utc)),
+        timezone: due.timezone().name().to_owned(),
+        reminder_minutes_before: Some(15),
+        recurrence: Some(serde_json::to_value(&recurrence).unwrap()),
+        series_id: id,
+        occurrence: 1,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut conn = pool.get().await.expect("connection");
+    tasks::insert(&mut conn, &row).await.expect("insert task")
+}
+
+/// Complete `row` as the API does (the stored row and its `completed` event); returns the event
+/// (id, bytes) for the test to deliver.
+pub async fn complete(pool: &DbPool, row: &TaskRow) -> (Uuid, Vec<u8>) {
+    let now = Utc::now();
+    let mut done = row.clone();
+    done.completed = true;
+    done.completed_at = Some(now);
+    done.version += 1;
+    done.updated_at = now;
+    let mut conn = pool.get().await.expect("connection");
+    let done = tasks::save(&mut conn, &done).await.expect("save");
+    let id = Uuid::now_v7();
+    let event = CloudEvent::for_task(id, TaskEventType::Completed, done.snapshot(), now, None);
+    (id, serde_json::to_vec(&event).unwrap())
+}
+
+/// The occurrences of a series, by number.
+pub async fn occurrences(pool: &DbPool, series: Uuid) -> Vec<TaskRow> {
+    let mut conn = pool.get().await.expect("connection");
+    let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
+        "SELECT {} FROM tasks WHERE series_id = $1 ORDER BY occurrence",
+        tasks::COLUMNS
+    ))
+    .bind::<SqlUuid, _>(series)
+    .load(&mut conn)
     .await
-    .unwrap()
+    .expect("occurrences");
+    rows.sort_by_key(|r| r.occurrence);
+    rows
 }
 
-/// Everything on `topic`: reads until a message arrived (or the deadline passed), then a
-/// moment longer so that extras show up.
-pub async fn dead_letters(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("dlq-reader-{}", Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("partition.assignment.strategy", "range")
-        .create()
-        .expect("dlq reader");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut found = Vec::new();
-    let mut deadline = Instant::now() + PATIENCE;
-    loop {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Ok(Ok(m)) => {
-                found.push(m.detach());
-                deadline = deadline.min(Instant::now() + Duration::from_millis(1500));
-            }
-        }
-    }
-    found
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` over a fresh connection: (status, body).
-pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-/// A counter from the worker's `/metrics`.
-pub fn metric(addr: &str, name: &str) -> u64 {
-    let (status, body) = http_get(addr, "/metrics").expect("GET /metrics");
-    assert_eq!(status, 200, "/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
-}
-
-/// The worker as a child process; killed if the test fails before it exits.
-pub struct Worker {
-    pub child: Child,
-    pub addr: String,
-    pub log: PathBuf,
-}
-
-impl Worker {
-    pub fn start(database_url: &str, brokers: &str, prefix: &str, group: &str, run: u32) -> Worker {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("recurrence-worker-{group}-run{run}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_recurrence-worker"))
-            .env("DATABASE_URL", database_url)
-            .env("KAFKA_BROKERS", brokers)
-            .env("KAFKA_TOPIC_PREFIX", prefix)
-            .env("KAFKA_GROUP_ID", group)
-            .env("KAFKA_ASSIGNMENT_STRATEGY", "range")
-            .env("HTTP_ADDR", &addr)
-            .env("LOG_FORMAT", "pretty")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start recurrence-worker");
-        Worker { child, addr, log }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Poll until the process exits, at most `budget`.
-    pub async fn exit_within(&mut self, budget: Duration, since: Instant) -> ExitStatus {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if since.elapsed() > budget {
-                panic!(
-                    "the worker did not exit within {budget:?} of SIGTERM; log {}:\n{}",
-                    self.log.display(),
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `/health` and `/ready` answer 200 while it runs (polled: the server starts with the worker).
-    pub async fn assert_healthy(&self) {
-        for path in ["/health", "/ready"] {
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                match http_get(&self.addr, path) {
-                    Ok((200, _)) => break,
-                    other if Instant::now() > deadline => {
-                        panic!("{path} on the running worker: {other:?}\n{}", self.log())
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Poll `check` until it passes; on timeout, fail with its last complaint.
-pub async fn eventually(
-    what: &str,
-    worker: &Worker,
-    mut check: impl AsyncFnMut() -> Result<(), String>,
-) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => panic!(
-                "timed out after {PATIENCE:?} waiting for {what}; last: {last}; worker log:\n{}",
-                worker.log()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-        }
-    }
+/// Outbox rows of `event_type` (e.g. `com.taskflow.task.created`) about `task`.
+pub async fn outbox_events(pool: &DbPool, event_type: &str, task: Uuid) -> i64 {
+    count(
+        pool,
+        &format!(
+            "SELECT count(*) AS n FROM outbox WHERE topic = 'task-events' \
+             AND event_type = '{event_type}' AND payload->'data'->>'task_id' = '{task}'"
+        ),
+    )
+    .await
 }

@@ -1,0 +1,137 @@
+//! The list query behind `GET /api/{user_id}/tasks`: filters, sort orders and keyset pagination.
+
+use diesel::pg::Pg;
+use diesel::sql_types::{Array, BigInt, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryResult;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use taskflow_db::tasks::{TaskRow, COLUMNS};
+
+use crate::domain::list_query::{Cursor, ListQuery, SortKey, SortValue, Status};
+
+/// One page of the user's tasks: `limit + 1` rows, so the caller can tell whether more follow.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    q: &ListQuery,
+) -> QueryResult<Vec<TaskRow>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1");
+    let mut n = 1;
+    // Placeholders are numbered in the order of the binds below; keep both lists in step.
+    match q.status {
+        Status::Pending => sql.push_str(" AND NOT completed"),
+        Status::Completed => sql.push_str(" AND completed"),
+        Status::All => {}
+    }
+    if !q.priorities.is_empty() {
+        placeholder(&mut sql, &mut n, " AND priority = ANY(?)");
+    }
+    if !q.tags.is_empty() {
+        placeholder(&mut sql, &mut n, " AND tags @> ?");
+    }
+    if q.q.is_some() {
+        placeholder(
+            &mut sql,
+            &mut n,
+            " AND search @@ websearch_to_tsquery('english', ?)",
+        );
+    }
+    if q.due_before.is_some() {
+        placeholder(&mut sql, &mut n, " AND due_at < ?");
+    }
+    if q.due_after.is_some() {
+        placeholder(&mut sql, &mut n, " AND due_at > ?");
+    }
+    if q.overdue {
+        sql.push_str(" AND due_at < now() AND NOT completed");
+    }
+    let column = match q.sort.key {
+        SortKey::DueAt => "due_at",
+        SortKey::Priority => "priority",
+        SortKey::CreatedAt => "created_at",
+        SortKey::Title => "title",
+    };
+    let (dir, cmp) = if q.sort.descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    // Keyset: rows after (value, id) in ORDER BY column dir NULLS LAST, id ASC.
+    if let Some(cursor) = &q.cursor {
+        match cursor.value {
+            Some(_) => {
+                n += 1;
+                let v = n;
+                n += 1;
+                let id = n;
+                let nulls = if q.sort.key == SortKey::DueAt {
+                    " OR due_at IS NULL"
+                } else {
+                    ""
+                };
+                sql.push_str(&format!(
+                    " AND ({column} {cmp} ${v} OR ({column} = ${v} AND id > ${id}){nulls})"
+                ));
+            }
+            None => placeholder(
+                &mut sql,
+                &mut n,
+                &format!(" AND {column} IS NULL AND id > ?"),
+            ),
+        }
+    }
+    sql.push_str(&format!(" ORDER BY {column} {dir} NULLS LAST, id ASC"));
+    placeholder(&mut sql, &mut n, " LIMIT ?");
+
+    let mut query = diesel::sql_query(sql)
+        .into_boxed::<Pg>()
+        .bind::<Text, _>(user_id.to_owned());
+    if !q.priorities.is_empty() {
+        let ranks: Vec<i16> = q.priorities.iter().map(|p| p.rank()).collect();
+        query = query.bind::<Array<SmallInt>, _>(ranks);
+    }
+    if !q.tags.is_empty() {
+        query = query.bind::<Array<Text>, _>(q.tags.clone());
+    }
+    if let Some(text) = &q.q {
+        query = query.bind::<Text, _>(text.clone());
+    }
+    if let Some(t) = q.due_before {
+        query = query.bind::<Timestamptz, _>(t);
+    }
+    if let Some(t) = q.due_after {
+        query = query.bind::<Timestamptz, _>(t);
+    }
+    if let Some(Cursor { value, id, .. }) = &q.cursor {
+        query = match value {
+            Some(SortValue::Time(t)) => query.bind::<Timestamptz, _>(*t),
+            Some(SortValue::Rank(r)) => query.bind::<SmallInt, _>(*r),
+            Some(SortValue::Text(s)) => query.bind::<Text, _>(s.clone()),
+            None => query,
+        };
+        query = query.bind::<SqlUuid, _>(*id);
+    }
+    query = query.bind::<BigInt, _>(q.limit + 1);
+    query.load(conn).await
+}
+
+/// Append `fragment` with its `?` replaced by the next numbered placeholder.
+fn placeholder(sql: &mut String, n: &mut usize, fragment: &str) {
+    *n += 1;
+    sql.push_str(&fragment.replace('?', &format!("${n}")));
+}
+
+/// The cursor that continues after `row` in the query's order.
+pub fn cursor_after(q: &ListQuery, row: &TaskRow) -> Cursor {
+    let value = match q.sort.key {
+        SortKey::DueAt => row.due_at.map(SortValue::Time),
+        SortKey::CreatedAt => Some(SortValue::Time(row.created_at)),
+        SortKey::Priority => Some(SortValue::Rank(row.priority)),
+        SortKey::Title => Some(SortValue::Text(row.title.clone())),
+    };
+    Cursor {
+        sort: q.sort.key,
+        descending: q.sort.descending,
+        value,
+        id: row.id,
+    }
+}

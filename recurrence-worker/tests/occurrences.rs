@@ -1,0 +1,215 @@
+//! The real `recurrence-worker` binary creating next occurrences, against the test broker and a
+//! fresh database: the right local due date, exactly once however often the completion is
+//! delivered, nothing after a cancel, and the end of a series at its COUNT.
+
+mod common;
+
+use chrono::{TimeZone, Utc};
+use chrono_tz::Tz;
+use common::*;
+use shared_events::topics::TASK_EVENTS;
+use taskflow_db::DbPool;
+use taskflow_test_support::kafka::prefixed_topics;
+use uuid::Uuid;
+
+struct Setup {
+    pool: DbPool,
+    brokers: String,
+    topic: String,
+    group: String,
+    worker: Service,
+}
+
+async fn setup(name: &str) -> Setup {
+    let database_url = fresh_database().await;
+    let brokers = brokers();
+    let prefix = format!("rw-{name}-{}.", Uuid::now_v7().simple());
+    prefixed_topics(&brokers, &prefix).await;
+    let group = format!("{prefix}group");
+    let worker = start_worker(&database_url, &brokers, &prefix, &group, 1);
+    worker.assert_healthy().await;
+    Setup {
+        pool: taskflow_db::pool(&database_url, 2).expect("pool"),
+        topic: format!("{prefix}{TASK_EVENTS}"),
+        brokers,
+        group,
+        worker,
+    }
+}
+
+impl Setup {
+    async fn deliver(&self, key: Uuid, payload: &[u8]) {
+        send(
+            &producer(&self.brokers),
+            &self.topic,
+            &key.to_string(),
+            None,
+            payload,
+        )
+        .await;
+    }
+
+    /// Wait until the worker recorded `event` as handled.
+    async fn handled(&self, event: Uuid) {
+        let sql = format!(
+            "SELECT count(*) AS n FROM processed_events WHERE consumer = '{}' AND event_id = '{event}'",
+            self.group
+        );
+        eventually(
+            "the event to be handled",
+            || self.worker.log(),
+            async || {
+                let n = count(&self.pool, &sql).await;
+                (n == 1).then_some(()).ok_or(format!("{n} records"))
+            },
+        )
+        .await;
+    }
+}
+
+fn berlin(y: i32, m: u32, d: u32, h: u32, min: u32) -> chrono::DateTime<Tz> {
+    Tz::Europe__Berlin
+        .with_ymd_and_hms(y, m, d, h, min, 0)
+        .single()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_daily_task_gets_its_next_day_once_however_often_it_is_delivered() {
+    let s = setup("daily").await;
+    // The day before Berlin's 2027 spring-forward: 09:00 stays 09:00 local (07:00 UTC after).
+    let first = recurring_task(&s.pool, "alice", "daily", berlin(2027, 3, 27, 9, 0)).await;
+    let (event, payload) = complete(&s.pool, &first).await;
+    for _ in 0..3 {
+        s.deliver(first.series_id, &payload).await;
+    }
+    eventually(
+        "the next occurrence",
+        || s.worker.log(),
+        async || {
+            let n = occurrences(&s.pool, first.series_id).await.len();
+            (n == 2).then_some(()).ok_or(format!("{n} occurrences"))
+        },
+    )
+    .await;
+    s.handled(event).await;
+    // Let the two redeliveries arrive too.
+    eventually(
+        "both duplicates skipped",
+        || s.worker.log(),
+        async || {
+            let n = handled(&s.worker, "duplicate");
+            (n == 2).then_some(()).ok_or(format!("{n} duplicates"))
+        },
+    )
+    .await;
+    let series = occurrences(&s.pool, first.series_id).await;
+    assert_eq!(series.len(), 2, "exactly one next occurrence");
+    let next = &series[1];
+    assert_eq!(next.occurrence, 2);
+    assert_eq!(
+        next.due_at,
+        Some(Utc.with_ymd_and_hms(2027, 3, 28, 7, 0, 0).unwrap()),
+        "09:00 CEST on the day after"
+    );
+    assert!(!next.completed);
+    assert_ne!(next.id, first.id);
+    assert_eq!(
+        (
+            &next.title,
+            &next.description,
+            next.priority,
+            &next.tags,
+            &next.timezone
+        ),
+        (
+            &first.title,
+            &first.description,
+            first.priority,
+            &first.tags,
+            &first.timezone
+        )
+    );
+    assert_eq!(next.reminder_minutes_before, Some(15));
+    assert_eq!(
+        next.recurrence, first.recurrence,
+        "the series' recurrence, start included"
+    );
+    assert_eq!(
+        outbox_events(&s.pool, "com.taskflow.task.created", next.id).await,
+        1,
+        "its created event is in the outbox, once"
+    );
+    assert_eq!(
+        metric(
+            &s.worker.addr,
+            "taskflow_recurrence_occurrences_created_total",
+            &[]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_wins_over_an_in_flight_completion() {
+    let s = setup("cancel").await;
+    let first = recurring_task(&s.pool, "bob", "weekly", berlin(2027, 5, 3, 18, 30)).await;
+    let (event, payload) = complete(&s.pool, &first).await;
+    // The cancel commits while the completion is still on its way to the worker.
+    {
+        let mut conn = s.pool.get().await.unwrap();
+        taskflow_db::tasks::deactivate_series(&mut conn, "bob", first.series_id, Utc::now())
+            .await
+            .unwrap();
+    }
+    s.deliver(first.series_id, &payload).await;
+    s.handled(event).await;
+    assert_eq!(occurrences(&s.pool, first.series_id).await.len(), 1);
+    assert_eq!(
+        metric(
+            &s.worker.addr,
+            "taskflow_recurrence_completions_skipped_total",
+            &[("reason", "inactive")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_ends_at_its_count() {
+    let s = setup("count").await;
+    let first = recurring_task(
+        &s.pool,
+        "carol",
+        "FREQ=MONTHLY;COUNT=2",
+        berlin(2027, 1, 31, 9, 0),
+    )
+    .await;
+    let (event, payload) = complete(&s.pool, &first).await;
+    s.deliver(first.series_id, &payload).await;
+    s.handled(event).await;
+    let series = occurrences(&s.pool, first.series_id).await;
+    assert_eq!(series.len(), 2);
+    let (last_event, payload) = complete(&s.pool, &series[1]).await;
+    s.deliver(first.series_id, &payload).await;
+    s.handled(last_event).await;
+    let series = occurrences(&s.pool, first.series_id).await;
+    assert_eq!(series.len(), 2, "COUNT=2: no third occurrence");
+    let stored: serde_json::Value = series[1].recurrence.clone().unwrap();
+    assert_eq!(
+        stored["active"], false,
+        "the series ended on its last occurrence"
+    );
+    assert_eq!(
+        outbox_events(&s.pool, "com.taskflow.task.updated", series[1].id).await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &s.worker.addr,
+            "taskflow_recurrence_series_ended_total",
+            &[]
+        ),
+        1.0
+    );
+}

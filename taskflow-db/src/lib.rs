@@ -1,0 +1,13 @@
+//! The one database every TaskFlow service shares. This crate owns its whole migration history,
+//! the diesel schema and every query more than one service runs: the task store, the outbox
+//! writer, the processed-events record of idempotent consumers, and the job queue.
+
+pub mod effects;
+pub mod migrations;
+pub mod outbox;
+pub mod pool;
+pub mod processed;
+pub mod schema;
+pub mod tasks;
+
+pub use pool::{ping, pool, DbPool};

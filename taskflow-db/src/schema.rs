@@ -1,0 +1,59 @@
+//! Diesel table definitions of the shared database (the generated `search` tsvector column is
+//! used only in raw SQL).
+
+diesel::table! {
+    tasks (id) {
+        id -> Uuid,
+        user_id -> Text,
+        title -> Text,
+        description -> Nullable<Text>,
+        completed -> Bool,
+        completed_at -> Nullable<Timestamptz>,
+        priority -> SmallInt,
+        tags -> Array<Text>,
+        due_at -> Nullable<Timestamptz>,
+        timezone -> Text,
+        reminder_minutes_before -> Nullable<Integer>,
+        recurrence -> Nullable<Jsonb>,
+        series_id -> Uuid,
+        occurrence -> Integer,
+        version -> BigInt,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Uuid,
+        seq -> BigInt,
+        topic -> Text,
+        message_key -> Text,
+        event_type -> Text,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Nullable<Timestamptz>,
+        sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, idempotency_key) {
+        user_id -> Text,
+        idempotency_key -> Text,
+        request_hash -> Bytea,
+        response_status -> SmallInt,
+        response_body -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    processed_events (consumer, event_id) {
+        consumer -> Text,
+        event_id -> Uuid,
+        processed_at -> Timestamptz,
+    }
+}

@@ -1,0 +1,279 @@
+//! The publisher seam (the Dapr pub/sub adapter): one trait, two implementations that put the
+//! same CloudEvent on the same topic and partition.
+//! - [`KafkaPublisher`]: librdkafka, idempotent, with Sarama's (Dapr's) key placement.
+//! - [`DaprPublisher`]: the sidecar's HTTP publish API.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use reqwest::StatusCode;
+
+use shared_events::envelope::CLOUDEVENTS_JSON;
+
+/// One message to publish: a structured CloudEvent and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    pub topic: &'a str,
+    /// The partition key: a task's series id.
+    pub key: &'a str,
+    /// The CloudEvent JSON.
+    pub payload: &'a [u8],
+    /// W3C trace context, also a plain Kafka header for tracing tools.
+    pub traceparent: Option<&'a str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Worth retrying: broker or sidecar unavailable, timeouts, 5xx.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Retrying will not help until someone changes configuration (Dapr 403/404).
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+/// Where events go. Implementations must be safe to call concurrently.
+pub trait Publisher: Send + Sync {
+    /// Publish one message; Ok only once the broker (or sidecar) has accepted it.
+    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>>;
+
+    /// Whether the path to the broker works right now.
+    fn check(&self) -> BoxFuture<'_, Result<(), PublishError>>;
+
+    /// A short name for logs and metrics.
+    fn name(&self) -> &'static str;
+}
+
+/// Settings every rdkafka client here shares.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "taskflow")
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// The Kafka header that marks a structured-mode CloudEvent (CloudEvents Kafka protocol binding).
+/// No header starts with `ce_`: that prefix means binary mode to CloudEvents readers.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+
+/// The headers that accompany each message.
+pub fn headers(message: &Outbound<'_>) -> OwnedHeaders {
+    let headers = OwnedHeaders::new_with_capacity(2).insert(Header {
+        key: CONTENT_TYPE_HEADER,
+        value: Some(CLOUDEVENTS_JSON),
+    });
+    match message.traceparent {
+        Some(tp) => headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp),
+        }),
+        None => headers,
+    }
+}
+
+pub struct KafkaPublisher {
+    config: ClientConfig,
+    producer: std::sync::RwLock<FutureProducer>,
+}
+
+impl KafkaPublisher {
+    /// An idempotent producer (acks=all, no duplicates or reordering from its own retries) whose
+    /// `fnv1a_random` partitioner places a key where Dapr's Sarama producer would.
+    /// `message_timeout` bounds how long one publish may wait for an unreachable broker.
+    pub fn new(brokers: &str, message_timeout: Duration) -> Result<Self, KafkaError> {
+        let mut config = client_config(brokers);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("partitioner", "fnv1a_random")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().to_string(),
+            );
+        let producer = config.create()?;
+        Ok(KafkaPublisher {
+            config,
+            producer: std::sync::RwLock::new(producer),
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// An idempotent producer that hit a fatal error (its sequence state no longer matches the
+    /// broker's) refuses every later message: start a new one. What failed stays in the outbox
+    /// and is published again by the new producer.
+    fn replace_if_fatal(&self, failed: &FutureProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.client().fatal_error().is_none() {
+            return; // another publish already replaced it
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it");
+                let broken = std::mem::replace(&mut *current, fresh);
+                // Destroying a client waits on librdkafka's threads: not on the async runtime.
+                std::thread::spawn(move || drop(broken));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Kafka producer hit a fatal error and could not be replaced")
+            }
+        }
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            let record = FutureRecord::to(message.topic)
+                .key(message.key)
+                .payload(message.payload)
+                .headers(headers(&message));
+            let producer = self.producer();
+            match producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => Ok(()),
+                Err((e, _)) => {
+                    self.replace_if_fatal(&producer);
+                    Err(PublishError::Unavailable(format!("kafka: {e}")))
+                }
+            }
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async move {
+            let producer = self.producer();
+            tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(3))
+                    .map(|_| ())
+                    .map_err(|e| PublishError::Unavailable(format!("kafka: {e}")))
+            })
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+}
+
+pub struct DaprPublisher {
+    client: reqwest::Client,
+    endpoint: String,
+    pubsub: String,
+}
+
+impl DaprPublisher {
+    /// `endpoint` is the sidecar's HTTP address, e.g. `http://127.0.0.1:3500`; one call may
+    /// take at most `timeout`.
+    pub fn new(endpoint: &str, pubsub: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Ok(DaprPublisher {
+            client: reqwest::Client::builder().timeout(timeout).build()?,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            pubsub: pubsub.to_owned(),
+        })
+    }
+
+    /// Poll `/v1.0/healthz/outbound` until the sidecar can publish or `timeout` passes.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), PublishError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let answer = tokio::time::timeout_at(deadline, self.check())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(PublishError::Unavailable(format!(
+                        "dapr sidecar not ready within {timeout:?}"
+                    )))
+                });
+            match answer {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+}
+
+impl Publisher for DaprPublisher {
+    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            let url = format!(
+                "{}/v1.0/publish/{}/{}",
+                self.endpoint, self.pubsub, message.topic
+            );
+            // metadata.X other than Dapr's own keys become Kafka headers, so the headers match
+            // what the native path sets.
+            let mut query = vec![
+                ("metadata.partitionKey", message.key),
+                ("metadata.content-type", CLOUDEVENTS_JSON),
+            ];
+            if let Some(tp) = message.traceparent {
+                query.push(("metadata.traceparent", tp));
+            }
+            let response = self
+                .client
+                .post(&url)
+                .query(&query)
+                .header(reqwest::header::CONTENT_TYPE, CLOUDEVENTS_JSON)
+                .body(message.payload.to_vec())
+                .send()
+                .await
+                .map_err(|e| PublishError::Unavailable(format!("dapr sidecar: {e}")))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = response.text().await.unwrap_or_default();
+            let detail = format!(
+                "dapr publish to {} returned {status}: {body}",
+                message.topic
+            );
+            // 4xx: the sidecar refused this request (403 access control, 404 unknown pub/sub or
+            // topic, ...), which only a configuration change fixes; 5xx: it could not deliver.
+            if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+                Err(PublishError::Misconfigured(detail))
+            } else {
+                Err(PublishError::Unavailable(detail))
+            }
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async move {
+            let url = format!("{}/v1.0/healthz/outbound", self.endpoint);
+            match self.client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(PublishError::Unavailable(format!(
+                    "dapr sidecar outbound health: {}",
+                    r.status()
+                ))),
+                Err(e) => Err(PublishError::Unavailable(format!("dapr sidecar: {e}"))),
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "dapr"
+    }
+}

@@ -1,0 +1,8 @@
+//! What every TaskFlow service runs on: settings shared by all of them (with their defaults in
+//! `config/defaults.env`), structured logs, the shutdown signal, and the workers' run loop with
+//! `/health`, `/ready` and `/metrics`.
+
+pub mod config;
+pub mod lifecycle;
+pub mod telemetry;
+pub mod worker;

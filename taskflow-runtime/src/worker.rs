@@ -1,0 +1,135 @@
+//! What both workers run: their settings, a database pool for effects, the event consumer, and
+//! `/health`, `/ready`, `/metrics` on `METRICS_ADDR`. Workers never migrate the database: `/ready`
+//! answers 503 "migrations pending" until `backend migrate` (or the chart's Job) has run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpResponse, HttpServer};
+use anyhow::Context;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+use taskflow_db::effects::Handler;
+use taskflow_db::DbPool;
+use taskflow_kafka::consumer::{ConsumerMetrics, ConsumerSettings, EventConsumer};
+
+use crate::config::{millis, parsed, var, CommonSettings};
+use crate::lifecycle::shutdown_signal;
+use crate::telemetry;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub common: CommonSettings,
+    pub metrics_addr: SocketAddr,
+    pub consumer: ConsumerSettings,
+}
+
+impl WorkerSettings {
+    /// The shared settings plus `METRICS_ADDR` (default `0.0.0.0:<metrics_port>`),
+    /// `KAFKA_GROUP_ID` (default `group`: lets tests run side by side on one broker),
+    /// `KAFKA_SESSION_TIMEOUT_MS` (10000) and `KAFKA_MAX_POLL_INTERVAL_MS` (300000).
+    pub fn from_env(group: &str, topics: &[&str], metrics_port: u16) -> anyhow::Result<Self> {
+        let common = CommonSettings::from_env(4)?;
+        let mut consumer = ConsumerSettings::new(&common.kafka_brokers, group, topics);
+        consumer.group_id = var("KAFKA_GROUP_ID").unwrap_or(consumer.group_id);
+        consumer.topic_prefix = common.topic_prefix.clone();
+        consumer.assignment_strategy = common.assignment_strategy.clone();
+        consumer.session_timeout = millis("KAFKA_SESSION_TIMEOUT_MS", consumer.session_timeout)?;
+        consumer.max_poll_interval =
+            millis("KAFKA_MAX_POLL_INTERVAL_MS", consumer.max_poll_interval)?;
+        Ok(WorkerSettings {
+            metrics_addr: parsed(
+                "METRICS_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], metrics_port)),
+            )?,
+            common,
+            consumer,
+        })
+    }
+}
+
+struct Health {
+    pool: DbPool,
+    metrics: ConsumerMetrics,
+    registry: Registry,
+}
+
+async fn alive() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn ready(state: Data<Health>) -> HttpResponse {
+    let unavailable = |reason: String| {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason}))
+    };
+    match taskflow_db::migrations::applied(&state.pool).await {
+        Ok(true) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "assigned_partitions": state.metrics.assigned.get(),
+        })),
+        Ok(false) => unavailable("migrations pending: run `backend migrate`".into()),
+        Err(e) => unavailable(format!("database: {e}")),
+    }
+}
+
+async fn render_metrics(state: Data<Health>) -> HttpResponse {
+    let mut buffer = Vec::new();
+    let _ = TextEncoder::new().encode(&state.registry.gather(), &mut buffer);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(buffer)
+}
+
+/// Run a worker until SIGTERM/Ctrl-C: consume with the handler `make_handler` builds (it may
+/// register metrics of its own) and serve health and metrics.
+pub async fn run<H: Handler + 'static>(
+    name: &str,
+    settings: WorkerSettings,
+    make_handler: impl FnOnce(DbPool, &Registry) -> anyhow::Result<H>,
+) -> anyhow::Result<()> {
+    telemetry::init(settings.common.log_format);
+    // Before anything slow: a SIGTERM during start-up then stops the worker cleanly.
+    let shutdown = shutdown_signal();
+    let pool = taskflow_db::pool(
+        settings.common.database_url.expose(),
+        settings.common.db_pool_size,
+    )?;
+    let registry = telemetry::registry()?;
+    let metrics = ConsumerMetrics::new(&registry)?;
+    let handler = Arc::new(make_handler(pool.clone(), &registry)?);
+    let consumer = EventConsumer::new(
+        settings.consumer.clone(),
+        pool.clone(),
+        handler,
+        metrics.clone(),
+    )
+    .context("creating the Kafka consumer")?;
+    let health = Data::new(Health {
+        pool,
+        metrics,
+        registry,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(health.clone())
+            .route("/health", web::get().to(alive))
+            .route("/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(render_metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(settings.metrics_addr)
+    .with_context(|| format!("binding {}", settings.metrics_addr))?
+    .run();
+    let server_handle = server.handle();
+    let server = tokio::spawn(server);
+    tracing::info!(worker = name, addr = %settings.metrics_addr, topics = ?settings.consumer.topics, group = %settings.consumer.group_id, "worker started");
+    consumer.run(shutdown).await;
+    server_handle.stop(true).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    tracing::info!(worker = name, "worker stopped");
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! What the test suites of every crate share (a dev-dependency only): databases cloned from a
+//! migrated template, the test broker's topics, reading topics back, producing events, and the
+//! services as child processes.
+
+pub mod db;
+pub mod kafka;
+pub mod process;
+pub mod proxy;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// For anything to happen (a group join, consuming a few hundred events).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Poll `check` until it passes; on timeout, fail with its last complaint and `context()`.
+pub async fn eventually(
+    what: &str,
+    context: impl Fn() -> String,
+    mut check: impl AsyncFnMut() -> Result<(), String>,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(last) if Instant::now() >= deadline => panic!(
+                "timed out after {PATIENCE:?} waiting for {what}; last: {last}\n{}",
+                context()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
