@@ -66,8 +66,7 @@ services_check_ports() { # die if a service's address is taken
 service_start() { # service_start NAME
 	local name=$1 addr=${SVC_ADDR[$1]} bin=$BIN_DIR/${SVC_BIN[$1]}
 	[[ -x $bin ]] || die "$bin not found after the build"
-	# HTTP_ADDR for all: until workers read METRICS_ADDR
-	start_daemon "$name" "$LOG_DIR/$name.log" env HTTP_ADDR="$addr" "${SVC_VAR[$name]}=$addr" "$bin"
+	start_daemon "$name" "$LOG_DIR/$name.log" env "${SVC_VAR[$name]}=$addr" "$bin"
 	STARTED_SERVICES+=("$name")
 	say "started $name (pid $DAEMON_PID, ${SVC_VAR[$name]}=$addr), log $(rel "$LOG_DIR/$name.log")"
 }
