@@ -321,7 +321,10 @@ def promql_metric_names(expr):
 def exported_metric_names(directory):
     names = set()
     for service in ("backend", "recurrence-worker", "notifier"):
-        for line in (directory / f"{service}.txt").read_text().splitlines():
+        dump = directory / f"{service}.txt"
+        if not dump.is_file():
+            raise SystemExit(f"deploy checks: {dump} is missing (the {service} tests write it)")
+        for line in dump.read_text().splitlines():
             if line.startswith("# TYPE "):
                 names.add(line.split()[2])
             elif line and not line.startswith("#"):

@@ -198,20 +198,53 @@ pub fn issue_token(secret: &str, sub: &str, ttl: Duration) -> anyhow::Result<Str
     )?)
 }
 
+/// The user of a route under `/api/{user_id}`: authenticated, and the path's user. Every such
+/// route takes this instead of checking the path itself, so none can forget to.
+#[derive(Debug, Clone)]
+pub struct PathUser(pub String);
+
+impl FromRequest for PathUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let path_user = req.match_info().get("user_id").map(str::to_owned);
+        let auth = AuthUser::from_request(req, payload);
+        Box::pin(async move {
+            let AuthUser(subject) = auth.await?;
+            match path_user {
+                Some(user) if user == subject => Ok(PathUser(user)),
+                Some(_) => Err(ApiError::Forbidden),
+                None => Err(ApiError::Internal(anyhow::anyhow!(
+                    "PathUser on a route without {{user_id}}"
+                ))),
+            }
+        })
+    }
+}
+
+/// The `{id}` of a task route; one that is not a UUID names no task (404).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskId(pub uuid::Uuid);
+
+impl FromRequest for TaskId {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(
+            req.match_info()
+                .get("id")
+                .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
+                .map(TaskId)
+                .ok_or(ApiError::NotFound("no such task")),
+        )
+    }
+}
+
 /// The authenticated caller: the `sub` of a valid bearer token.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub String);
-
-impl AuthUser {
-    /// Routes under `/api/{user_id}` belong to that user only.
-    pub fn require(&self, path_user: &str) -> Result<(), ApiError> {
-        if self.0 == path_user {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden)
-        }
-    }
-}
 
 impl FromRequest for AuthUser {
     type Error = ApiError;

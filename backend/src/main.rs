@@ -3,10 +3,8 @@ use std::time::Duration;
 use anyhow::Context;
 use backend::auth;
 use backend::configuration::Settings;
-use backend::openapi::ApiDoc;
 use backend::startup::Application;
 use taskflow_runtime::telemetry;
-use utoipa::OpenApi;
 
 const USAGE: &str =
     "usage: backend [serve | migrate | topics | openapi | token USER_ID [TTL_SECONDS]]";
@@ -17,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if args == ["openapi"] {
         // Needs no configuration: the document is generated from the code.
-        println!("{}", ApiDoc::openapi().to_pretty_json()?);
+        println!("{}", backend::openapi::document().to_pretty_json()?);
         return Ok(());
     }
     let settings = Settings::from_env()?;

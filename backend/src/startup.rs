@@ -15,13 +15,11 @@ use taskflow_db::DbPool;
 use taskflow_kafka::publisher::{DaprPublisher, KafkaPublisher, Publisher};
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
-use utoipa::OpenApi;
 
 use crate::auth::Authenticator;
 use crate::configuration::{PublisherKind, Settings};
 use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
-use crate::openapi::ApiDoc;
 use crate::outbox::relay::Relay;
 use crate::outbox::EventPathHealth;
 use crate::routes::{health, tasks};
@@ -168,7 +166,7 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(crate::openapi::document())
 }
 
 fn run(
@@ -206,36 +204,9 @@ fn run(
             )
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            // Resources, not bare routes, so a wrong method is 405 rather than 404.
-            .service(web::resource("/health").route(web::get().to(health::health)))
-            .service(web::resource("/ready").route(web::get().to(health::ready)))
-            .service(web::resource("/metrics").route(web::get().to(health::metrics)))
+            .configure(health::routes)
             .service(web::resource("/openapi.json").route(web::get().to(openapi)))
-            .service(
-                web::scope("/api/{user_id}/tasks")
-                    .service(
-                        web::resource("")
-                            .route(web::post().to(tasks::create))
-                            .route(web::get().to(tasks::list)),
-                    )
-                    .service(
-                        web::resource("/{id}")
-                            .route(web::get().to(tasks::get))
-                            .route(web::patch().to(tasks::patch))
-                            .route(web::put().to(tasks::replace))
-                            .route(web::delete().to(tasks::delete)),
-                    )
-                    .service(
-                        web::resource("/{id}/complete").route(web::patch().to(tasks::complete)),
-                    )
-                    .service(
-                        web::resource("/{id}/recurrence/cancel")
-                            .route(web::post().to(tasks::cancel_recurrence)),
-                    )
-                    .service(
-                        web::resource("/{id}/occurrences").route(web::get().to(tasks::occurrences)),
-                    ),
-            )
+            .service(tasks::scope())
             .default_service(web::to(not_found))
     })
     .listen(listener)?

@@ -3,6 +3,7 @@
 //! writer, the processed-events record of idempotent consumers, and the job queue.
 
 pub mod effects;
+pub mod jobs;
 pub mod migrations;
 pub mod outbox;
 pub mod pool;

@@ -10,6 +10,18 @@ use crate::metrics::Metrics;
 use crate::outbox::EventPathHealth;
 use taskflow_db::DbPool;
 
+/// The operations endpoints and their OpenAPI entries.
+pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::web;
+    cfg.service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/ready").route(web::get().to(ready)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health, ready, metrics))]
+pub struct HealthApi;
+
 /// Remembers that migrations were found applied, so `/ready` checks them once.
 #[derive(Default)]
 pub struct MigrationsSeen(AtomicBool);

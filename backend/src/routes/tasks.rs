@@ -2,7 +2,7 @@
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
-use actix_web::web::{Data, Json, Path, Query};
+use actix_web::web::{Data, Json, Query};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::{PathUser, TaskId};
 use crate::domain::list_query::ListQuery;
 use crate::domain::task::{TaskBody, TaskFields, TaskPatch};
 use crate::domain::task_view::TaskView;
@@ -22,6 +22,42 @@ use crate::listing;
 use crate::tasks::{self, Change, Edit, Precondition};
 use taskflow_db::tasks::{self as store, TaskRow};
 use taskflow_db::DbPool;
+
+/// The `/api/{user_id}/tasks` resource: its routes and, right beside them, their OpenAPI
+/// entries. Resources rather than bare routes, so a wrong method is 405 rather than 404.
+pub fn scope() -> actix_web::Scope {
+    use actix_web::web;
+    web::scope("/api/{user_id}/tasks")
+        .service(
+            web::resource("")
+                .route(web::post().to(create))
+                .route(web::get().to(list)),
+        )
+        .service(
+            web::resource("/{id}")
+                .route(web::get().to(get))
+                .route(web::patch().to(patch))
+                .route(web::put().to(replace))
+                .route(web::delete().to(delete)),
+        )
+        .service(web::resource("/{id}/complete").route(web::patch().to(complete)))
+        .service(web::resource("/{id}/recurrence/cancel").route(web::post().to(cancel_recurrence)))
+        .service(web::resource("/{id}/occurrences").route(web::get().to(occurrences)))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create,
+    list,
+    get,
+    patch,
+    replace,
+    complete,
+    delete,
+    cancel_recurrence,
+    occurrences
+))]
+pub struct TasksApi;
 
 /// One page of tasks.
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,10 +89,6 @@ fn traceparent(req: &HttpRequest) -> Option<&str> {
         .ok()
         .flatten()
         .filter(|t| t.len() == 55 && t.is_ascii())
-}
-
-fn task_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("no such task"))
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
@@ -112,14 +144,11 @@ impl From<diesel::result::Error> for Replay {
     security(("bearer" = []))
 )]
 pub async fn create(
-    auth: AuthUser,
-    path: Path<String>,
+    PathUser(user_id): PathUser,
     req: HttpRequest,
     body: Json<Value>,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = path.into_inner();
-    auth.require(&user_id)?;
     let key = header(req.headers(), "Idempotency-Key")?
         .map(|h| IdempotencyKey::parse(h, &body))
         .transpose()?;
@@ -206,13 +235,10 @@ fn replayed(user_id: &str, status: u16, body: Value) -> HttpResponse {
     security(("bearer" = []))
 )]
 pub async fn list(
-    auth: AuthUser,
-    path: Path<String>,
+    PathUser(user_id): PathUser,
     req: HttpRequest,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = path.into_inner();
-    auth.require(&user_id)?;
     let query = ListQuery::parse(req.query_string())?;
     let mut conn = pool.get().await?;
     let mut rows = listing::list(&mut conn, &user_id, &query).await?;
@@ -237,13 +263,10 @@ pub async fn list(
     security(("bearer" = []))
 )]
 pub async fn get(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, id) = path.into_inner();
-    auth.require(&user_id)?;
-    let id = task_id(&id)?;
     let mut conn = pool.get().await?;
     let row = store::find(&mut conn, &user_id, id, false)
         .await?
@@ -252,15 +275,12 @@ pub async fn get(
 }
 
 async fn apply_edit(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    user_id: String,
+    id: Uuid,
     req: HttpRequest,
     pool: Data<DbPool>,
     edit: impl FnOnce() -> Result<Edit, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, id) = path.into_inner();
-    auth.require(&user_id)?;
-    let id = task_id(&id)?;
     let precondition = Precondition::parse(header(req.headers(), "If-Match")?)?;
     let edit = edit()?;
     let ctx = Change {
@@ -284,13 +304,13 @@ async fn apply_edit(
     security(("bearer" = []))
 )]
 pub async fn patch(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
     req: HttpRequest,
     body: Json<Value>,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    apply_edit(auth, path, req, pool, || {
+    apply_edit(user_id, id, req, pool, || {
         Ok(Edit::Patch(parse_body(body.into_inner())?))
     })
     .await
@@ -307,13 +327,13 @@ pub async fn patch(
     security(("bearer" = []))
 )]
 pub async fn replace(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
     req: HttpRequest,
     body: Json<Value>,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    apply_edit(auth, path, req, pool, || {
+    apply_edit(user_id, id, req, pool, || {
         Ok(Edit::Replace(TaskFields::from_body(parse_body(
             body.into_inner(),
         )?)?))
@@ -331,12 +351,12 @@ pub async fn replace(
     security(("bearer" = []))
 )]
 pub async fn complete(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
     req: HttpRequest,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    apply_edit(auth, path, req, pool, || Ok(Edit::Complete)).await
+    apply_edit(user_id, id, req, pool, || Ok(Edit::Complete)).await
 }
 
 #[utoipa::path(
@@ -346,14 +366,11 @@ pub async fn complete(
     security(("bearer" = []))
 )]
 pub async fn delete(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
     req: HttpRequest,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, id) = path.into_inner();
-    auth.require(&user_id)?;
-    let id = task_id(&id)?;
     let precondition = Precondition::parse(header(req.headers(), "If-Match")?)?;
     let ctx = Change {
         user_id: &user_id,
@@ -375,14 +392,11 @@ pub async fn delete(
     security(("bearer" = []))
 )]
 pub async fn cancel_recurrence(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
     req: HttpRequest,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, id) = path.into_inner();
-    auth.require(&user_id)?;
-    let id = task_id(&id)?;
     let ctx = Change {
         user_id: &user_id,
         traceparent: traceparent(&req),
@@ -431,14 +445,11 @@ pub struct OccurrencePage {
     security(("bearer" = []))
 )]
 pub async fn occurrences(
-    auth: AuthUser,
-    path: Path<(String, String)>,
+    PathUser(user_id): PathUser,
+    TaskId(id): TaskId,
     query: Query<OccurrencesQuery>,
     pool: Data<DbPool>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, id) = path.into_inner();
-    auth.require(&user_id)?;
-    let id = task_id(&id)?;
     let limit = query.limit.unwrap_or(5);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad_request(

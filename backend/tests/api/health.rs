@@ -266,6 +266,7 @@ async fn openapi_is_3_1_and_lists_every_operation() {
         ("/api/{user_id}/tasks/{id}", "delete"),
         ("/api/{user_id}/tasks/{id}/complete", "patch"),
         ("/api/{user_id}/tasks/{id}/recurrence/cancel", "post"),
+        ("/api/{user_id}/tasks/{id}/occurrences", "get"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),

@@ -16,14 +16,23 @@ async fn send(app: &TestApp, method: Method, path: &str, body: Option<Value>) ->
     req.send().await.unwrap()
 }
 
-/// Occurrence 2 of `first`'s series, as the recurrence worker would create it.
-async fn second_occurrence(app: &TestApp, first: &str, second: &str) {
-    app.execute(&format!(
-        "INSERT INTO tasks (id, user_id, title, recurrence, series_id, occurrence, created_at, updated_at, due_at) \
-         SELECT '{second}', user_id, title, recurrence, series_id, 2, now(), now(), due_at + interval '1 day' \
-         FROM tasks WHERE id = '{first}'"
-    ))
-    .await;
+/// Occurrence 2 of `first`'s series, as the recurrence worker creates it (through the store);
+/// returns its id.
+async fn second_occurrence(app: &TestApp, first: &str) -> String {
+    let mut conn = app.pool.get().await.unwrap();
+    let first = taskflow_db::tasks::find(&mut conn, USER, first.parse().unwrap(), false)
+        .await
+        .unwrap()
+        .expect("first occurrence");
+    let due = first.due_at.expect("due") + chrono::TimeDelta::days(1);
+    let next = taskflow_db::tasks::insert_occurrence(
+        &mut conn,
+        &first.next_occurrence(due, chrono::Utc::now()),
+    )
+    .await
+    .unwrap()
+    .expect("inserted");
+    next.id.to_string()
 }
 
 fn event_types(rows: &[(String, Value)]) -> Vec<&str> {
@@ -356,7 +365,7 @@ async fn cancel_recurrence_stops_the_whole_series() {
         .await;
     assert_eq!(task["recurrence"]["active"], true);
     let id = task["id"].as_str().unwrap();
-    second_occurrence(&app, id, &uuid::Uuid::now_v7().to_string()).await;
+    second_occurrence(&app, id).await;
     let res = send(
         &app,
         Method::POST,
@@ -450,8 +459,7 @@ async fn concurrent_cancels_on_one_series_all_succeed() {
         )
         .await;
     let first = task["id"].as_str().unwrap().to_owned();
-    let second = uuid::Uuid::now_v7().to_string();
-    second_occurrence(&app, &first, &second).await;
+    let second = second_occurrence(&app, &first).await;
     // Each cancel locks the series; crossing each other they used to deadlock (a 500).
     let paths: Vec<String> = (0..12)
         .map(|i| {
@@ -475,4 +483,89 @@ async fn concurrent_cancels_on_one_series_all_succeed() {
         cancels, 2,
         "one event per occurrence, however many requests"
     );
+}
+
+#[tokio::test]
+async fn occurrences_lists_the_next_due_dates_of_the_series() {
+    let app = spawn_app().await;
+    // Monday 2027-01-04 18:00 in Berlin: every 2 weeks on Monday and Wednesday.
+    let task = app
+        .create(
+            USER,
+            json!({
+                "title": "gym",
+                "due_at": "2027-01-04T18:00:00+01:00",
+                "timezone": "Europe/Berlin",
+                "recurrence": {"rule": "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE"},
+            }),
+        )
+        .await;
+    assert_eq!(task["recurrence"]["dtstart"], "2027-01-04T18:00:00");
+    assert_eq!(task["recurrence"]["tzid"], "Europe/Berlin");
+    let id = task["id"].as_str().unwrap();
+    let res = send(
+        &app,
+        Method::GET,
+        &format!("/{id}/occurrences?limit=4"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let page: Value = res.json().await.unwrap();
+    assert_eq!(page["task_id"], id);
+    let dates: Vec<(i64, &str)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["occurrence"].as_i64().unwrap(),
+                o["due_at"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dates,
+        [
+            (2, "2027-01-06T17:00:00Z"),
+            (3, "2027-01-18T17:00:00Z"),
+            (4, "2027-01-20T17:00:00Z"),
+            (5, "2027-02-01T17:00:00Z"),
+        ]
+    );
+    let default: Value = send(&app, Method::GET, &format!("/{id}/occurrences"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(default["items"].as_array().unwrap().len(), 5);
+    for bad in ["limit=0", "limit=101", "limit=x", "colour=blue"] {
+        let res = send(&app, Method::GET, &format!("/{id}/occurrences?{bad}"), None).await;
+        assert_eq!(error_code(res, 400).await, "invalid_query", "{bad}");
+    }
+    let plain = app.create(USER, json!({"title": "once"})).await;
+    let res = send(
+        &app,
+        Method::GET,
+        &format!("/{}/occurrences", plain["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    let page: Value = res.json().await.unwrap();
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "a task that does not recur has none"
+    );
+    // Another user's task does not exist for this one.
+    let res = app
+        .as_user(
+            "mallory",
+            Method::GET,
+            &format!("/api/mallory/tasks/{id}/occurrences"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res, 404).await, "not_found");
 }
