@@ -3,7 +3,6 @@
 
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
-use shared_events::EventData;
 use taskflow_db::effects::{Delivery, Handler, HandlerError};
 
 pub struct ReminderHandler;
@@ -15,12 +14,7 @@ impl Handler for ReminderHandler {
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            let EventData::Reminder(reminder) = delivery.data else {
-                return Err(HandlerError::Permanent(format!(
-                    "{} does not belong on {}",
-                    delivery.event.event_type, delivery.topic
-                )));
-            };
+            let reminder = delivery.reminder()?;
             tracing::info!(task = %reminder.task_id, user = %reminder.user_id, title = %reminder.title, due_at = %reminder.due_at, "reminder due");
             Ok(())
         })

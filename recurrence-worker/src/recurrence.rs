@@ -5,7 +5,7 @@ use chrono_tz::Tz;
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
-use shared_events::{EventData, TaskEvent, TaskEventType};
+use shared_events::{TaskEvent, TaskEventType};
 use taskflow_db::effects::{Delivery, Handler, HandlerError};
 use taskflow_db::{outbox, tasks};
 
@@ -83,12 +83,7 @@ impl Handler for RecurrenceHandler {
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            let EventData::Task(event) = delivery.data else {
-                return Err(HandlerError::Permanent(format!(
-                    "{} does not belong on {}",
-                    delivery.event.event_type, delivery.topic
-                )));
-            };
+            let event = delivery.task_event()?;
             if event.event_type != TaskEventType::Completed {
                 return Ok(());
             }

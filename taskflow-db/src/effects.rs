@@ -11,7 +11,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::future::BoxFuture;
 use serde_json::Value;
-use shared_events::{CloudEvent, EventData};
+use shared_events::{CloudEvent, EventData, ReminderDue, TaskEvent};
 
 use crate::pool::DbPool;
 use crate::processed;
@@ -23,6 +23,31 @@ pub struct Delivery<'a> {
     pub data: &'a EventData,
     /// The topic it came from, without any deployment prefix.
     pub topic: &'a str,
+}
+
+impl<'a> Delivery<'a> {
+    /// The task event this delivery carries, or a permanent error naming what came instead.
+    pub fn task_event(&self) -> Result<&'a TaskEvent, HandlerError> {
+        match self.data {
+            EventData::Task(event) => Ok(event),
+            _ => Err(self.misplaced()),
+        }
+    }
+
+    /// The due reminder this delivery carries, or a permanent error naming what came instead.
+    pub fn reminder(&self) -> Result<&'a ReminderDue, HandlerError> {
+        match self.data {
+            EventData::Reminder(reminder) => Ok(reminder),
+            _ => Err(self.misplaced()),
+        }
+    }
+
+    fn misplaced(&self) -> HandlerError {
+        HandlerError::Permanent(format!(
+            "{} does not belong on {}",
+            self.event.event_type, self.topic
+        ))
+    }
 }
 
 /// Why an event was not handled.

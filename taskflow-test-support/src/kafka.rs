@@ -225,3 +225,29 @@ pub async fn group_members(brokers: &str, group: &str) -> usize {
     .await
     .unwrap()
 }
+
+/// Save messages (headers, key, value as published) as `target/cloudevents/<name>.json` in the
+/// workspace (or `TASKFLOW_CLOUDEVENTS_DIR`), for a CloudEvents SDK to read back outside Rust.
+pub fn save_messages(name: &str, messages: &[Received]) {
+    let dir = std::env::var_os("TASKFLOW_CLOUDEVENTS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cloudevents")
+        });
+    std::fs::create_dir_all(&dir).expect("cloudevents folder");
+    let saved: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "headers": m.headers,
+                "key": m.key,
+                "value": String::from_utf8_lossy(m.payload.as_deref().unwrap_or_default()),
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_vec_pretty(&saved).unwrap(),
+    )
+    .expect("save messages");
+}

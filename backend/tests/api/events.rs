@@ -344,6 +344,7 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
     })
     .await;
     assert_eq!(got.len(), 12);
+    taskflow_test_support::kafka::save_messages("kafka-and-dapr", &got);
     for key in &keys {
         let pair: Vec<&Received> = got.iter().filter(|r| &r.key == key).collect();
         assert_eq!(pair.len(), 2, "one message per path for {key}");
