@@ -39,6 +39,8 @@ cleanup() {
 	services_stop
 	stop_infra
 	unlock_dev
+	# Children started after this (scripts/checks/* in ./dev test) must not inherit ignored signals.
+	trap - INT TERM HUP PIPE
 	return "$status"
 }
 
