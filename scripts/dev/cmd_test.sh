@@ -1,0 +1,22 @@
+# shellcheck shell=bash
+# ./dev test [CARGO TEST ARGS]: linters, then PostgreSQL + Kafka and cargo test, the OpenAPI
+# document and scripts/checks/*. A summary; non-zero if anything failed.
+
+cmd_test() {
+	local t0
+	t0=$(now_ms)
+	on_exit_stop 130
+	check_external
+	# Quick checks first, while nothing is running yet.
+	run_linters
+	ensure_infra
+	ensure_build_tools
+	say "cargo test --workspace --no-fail-fast $* (DATABASE_URL=$DATABASE_URL KAFKA_BROKERS=$KAFKA_BROKERS KAFKA_ASSIGNMENT_STRATEGY=$KAFKA_ASSIGNMENT_STRATEGY)"
+	run_check "cargo test" cargo test --workspace --no-fail-fast "$@"
+	# Needs the backend binary, which cargo test has just built.
+	run_check openapi check_openapi
+	# Stop what this invocation started: scripts/checks/* need none of it.
+	cleanup
+	run_repo_checks
+	check_summary "$t0"
+}
