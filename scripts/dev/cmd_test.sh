@@ -11,6 +11,8 @@ cmd_test() {
 	run_linters
 	ensure_infra
 	ensure_build_tools
+	# What the tests leave for scripts/checks/* (metrics dumps, saved messages) must be this run's.
+	rm -rf target/metrics target/cloudevents
 	say "cargo test --workspace --no-fail-fast $* (DATABASE_URL=$DATABASE_URL KAFKA_BROKERS=$KAFKA_BROKERS KAFKA_ASSIGNMENT_STRATEGY=$KAFKA_ASSIGNMENT_STRATEGY)"
 	run_check "cargo test" cargo test --workspace --no-fail-fast "$@"
 	# Needs the backend binary, which cargo test has just built.
