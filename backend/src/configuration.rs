@@ -25,6 +25,8 @@ pub struct Settings {
     /// When set, tokens must carry this `aud`.
     pub jwt_audience: Option<String>,
     pub events: EventSettings,
+    /// Run the job runner that fires reminders at their time in this process.
+    pub reminder_scheduler_enabled: bool,
 }
 
 /// The event path: outbox relay and publisher.
@@ -72,6 +74,7 @@ impl Settings {
             jwt_issuer: None,
             jwt_audience: None,
             events: EventSettings::default(),
+            reminder_scheduler_enabled: true,
         }
     }
 
@@ -110,6 +113,7 @@ impl Settings {
                     parsed("OUTBOX_RETENTION_HOURS", d.retention.as_secs() / 3600)? * 3600,
                 ),
             },
+            reminder_scheduler_enabled: parsed("REMINDER_SCHEDULER_ENABLED", true)?,
         })
     }
 }

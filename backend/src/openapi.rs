@@ -34,6 +34,7 @@ struct Info;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = Info::openapi();
     doc.merge(routes::tasks::TasksApi::openapi());
+    doc.merge(routes::reminders::RemindersApi::openapi());
     doc.merge(routes::health::HealthApi::openapi());
     doc
 }

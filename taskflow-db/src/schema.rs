@@ -72,3 +72,18 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    reminders (id) {
+        id -> Uuid,
+        task_id -> Uuid,
+        user_id -> Text,
+        due_at -> Timestamptz,
+        scheduled_for -> Timestamptz,
+        remind_at -> Timestamptz,
+        status -> Text,
+        fired_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}

@@ -1,4 +1,5 @@
 //! HTTP routes: one module per resource.
 
 pub mod health;
+pub mod reminders;
 pub mod tasks;

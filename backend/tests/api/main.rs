@@ -8,4 +8,5 @@ mod health;
 mod helpers;
 mod kafka;
 mod list;
+mod reminders;
 mod tasks;
