@@ -258,6 +258,11 @@ path_id!(
     ReminderId,
     "no such reminder"
 );
+path_id!(
+    /// The `{id}` of a notification route.
+    NotificationId,
+    "no such notification"
+);
 
 /// The authenticated caller: the `sub` of a valid bearer token.
 #[derive(Debug, Clone)]

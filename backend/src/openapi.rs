@@ -35,6 +35,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = Info::openapi();
     doc.merge(routes::tasks::TasksApi::openapi());
     doc.merge(routes::reminders::RemindersApi::openapi());
+    doc.merge(routes::notifications::NotificationsApi::openapi());
+    doc.merge(routes::preferences::PreferencesApi::openapi());
     doc.merge(routes::health::HealthApi::openapi());
     doc
 }

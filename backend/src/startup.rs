@@ -12,6 +12,7 @@ use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
 use anyhow::Context;
 use taskflow_db::jobs::{JobRunner, RunnerSettings};
+use taskflow_db::kv::PgKeyValueStore;
 use taskflow_db::reminders::{FireReminders, FIRE_JOB};
 use taskflow_db::DbPool;
 use taskflow_kafka::publisher::{DaprPublisher, KafkaPublisher, Publisher};
@@ -24,7 +25,7 @@ use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
 use crate::outbox::EventPathHealth;
-use crate::routes::{health, reminders, tasks};
+use crate::routes::{health, notifications, preferences, reminders, tasks};
 
 pub struct Application {
     port: u16,
@@ -206,6 +207,7 @@ fn run(
     metrics: Data<Metrics>,
     event_path: Data<EventPathHealth>,
 ) -> anyhow::Result<Server> {
+    let store: preferences::Store = Data::new(Arc::new(PgKeyValueStore::new(pool.clone())));
     let pool = Data::new(pool);
     let migrations_seen = Data::new(health::MigrationsSeen::default());
     let server = HttpServer::new(move || {
@@ -218,6 +220,7 @@ fn run(
             .wrap(from_fn(metrics::record))
             .wrap(TracingLogger::default())
             .app_data(pool.clone())
+            .app_data(store.clone())
             .app_data(auth.clone())
             .app_data(metrics.clone())
             .app_data(event_path.clone())
@@ -239,6 +242,8 @@ fn run(
             .service(tasks::scope())
             .service(reminders::scope())
             .service(reminders::internal_scope())
+            .service(notifications::scope())
+            .service(preferences::scope())
             .default_service(web::to(not_found))
     })
     .listen(listener)?

@@ -1,5 +1,7 @@
 //! HTTP routes: one module per resource.
 
 pub mod health;
+pub mod notifications;
+pub mod preferences;
 pub mod reminders;
 pub mod tasks;
