@@ -8,5 +8,6 @@ mod health;
 mod helpers;
 mod kafka;
 mod list;
+mod notifications;
 mod reminders;
 mod tasks;
