@@ -118,12 +118,11 @@ pub async fn sync_for_task(conn: &mut AsyncPgConnection, task: &TaskRow) -> Quer
     queue_fire(conn, id, at).await
 }
 
-fn pending(
-    task_id: Uuid,
-) -> diesel::dsl::Filter<
-    diesel::dsl::Filter<reminders::table, diesel::dsl::Eq<reminders::task_id, Uuid>>,
-    diesel::dsl::Eq<reminders::status, &'static str>,
-> {
+type OfTask = diesel::dsl::Filter<reminders::table, diesel::dsl::Eq<reminders::task_id, Uuid>>;
+type PendingOfTask = diesel::dsl::Filter<OfTask, diesel::dsl::Eq<reminders::status, &'static str>>;
+
+/// The task's pending reminder (at most one).
+fn pending(task_id: Uuid) -> PendingOfTask {
     reminders::table
         .filter(reminders::task_id.eq(task_id))
         .filter(reminders::status.eq(ReminderStatus::Pending.as_str()))
