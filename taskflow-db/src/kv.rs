@@ -3,7 +3,8 @@
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use diesel_async::RunQueryDsl;
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -32,16 +33,19 @@ impl PgKeyValueStore {
     pub fn new(pool: DbPool) -> Self {
         PgKeyValueStore { pool }
     }
+
+    async fn conn(&self) -> Result<Object<AsyncPgConnection>, KvError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
 }
 
 impl KeyValueStore for PgKeyValueStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, KvError>> {
         Box::pin(async move {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| KvError::Unavailable(e.to_string()))?;
+            let mut conn = self.conn().await?;
             Ok(kv_store::table
                 .find(key)
                 .select(kv_store::value)
@@ -53,11 +57,7 @@ impl KeyValueStore for PgKeyValueStore {
 
     fn put<'a>(&'a self, key: &'a str, value: &'a Value) -> BoxFuture<'a, Result<(), KvError>> {
         Box::pin(async move {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| KvError::Unavailable(e.to_string()))?;
+            let mut conn = self.conn().await?;
             diesel::insert_into(kv_store::table)
                 .values((kv_store::key.eq(key), kv_store::value.eq(value)))
                 .on_conflict(kv_store::key)
