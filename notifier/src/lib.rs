@@ -28,9 +28,17 @@ use taskflow_runtime::worker::WorkerSettings;
 use crate::metrics::Metrics;
 use crate::webhook::{DeadLetters, WebhookDelivery, WEBHOOK_JOB};
 
+/// The notifier's `DB_POOL_SIZE` default. A running webhook job holds its claiming connection and
+/// reads the preferences on a second one, as does the consumer's handler: with the default
+/// `WEBHOOK_CONCURRENCY` of 4 that is 2 x 4 + 2 + the queued gauge's, so the pool can never run
+/// dry with every holder waiting for a second connection.
+pub const DEFAULT_POOL_SIZE: usize = 12;
+
 /// The webhook knobs (README configuration table).
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
+    /// Webhook deliveries at once.
+    pub concurrency: usize,
     /// Hosts (names or IP literals) exempt from the address policy; empty in production.
     pub allowed_hosts: Vec<String>,
     pub timeout: Duration,
@@ -43,6 +51,7 @@ pub struct WebhookSettings {
 impl WebhookSettings {
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(WebhookSettings {
+            concurrency: parsed("WEBHOOK_CONCURRENCY", 4_usize)?.max(1),
             allowed_hosts: var("WEBHOOK_ALLOWED_HOSTS")
                 .map(|v| v.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
@@ -133,6 +142,7 @@ pub fn build(
         pool,
         worker.common.database_url.expose(),
         RunnerSettings {
+            concurrency: webhook.concurrency,
             base_backoff: webhook.base_backoff,
             max_backoff: webhook.max_backoff,
             ..RunnerSettings::default()
