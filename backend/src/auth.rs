@@ -223,24 +223,46 @@ impl FromRequest for PathUser {
     }
 }
 
-/// The `{id}` of a task route; one that is not a UUID names no task (404).
-#[derive(Debug, Clone, Copy)]
-pub struct TaskId(pub uuid::Uuid);
+/// Defines the extractor of a resource's `{id}` path segment: one that is not a UUID names
+/// nothing of that resource (404 with `$missing`).
+macro_rules! path_id {
+    ($(#[$doc:meta])* $name:ident, $missing:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name(pub uuid::Uuid);
 
-impl FromRequest for TaskId {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
+        impl FromRequest for $name {
+            type Error = ApiError;
+            type Future = std::future::Ready<Result<Self, Self::Error>>;
 
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(
-            req.match_info()
-                .get("id")
-                .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
-                .map(TaskId)
-                .ok_or(ApiError::NotFound("no such task")),
-        )
-    }
+            fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+                std::future::ready(
+                    req.match_info()
+                        .get("id")
+                        .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
+                        .map($name)
+                        .ok_or(ApiError::NotFound($missing)),
+                )
+            }
+        }
+    };
 }
+
+path_id!(
+    /// The `{id}` of a task route.
+    TaskId,
+    "no such task"
+);
+path_id!(
+    /// The `{id}` of a reminder route.
+    ReminderId,
+    "no such reminder"
+);
+path_id!(
+    /// The `{id}` of a notification route.
+    NotificationId,
+    "no such notification"
+);
 
 /// The authenticated caller: the `sub` of a valid bearer token.
 #[derive(Debug, Clone)]

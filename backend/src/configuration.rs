@@ -27,6 +27,8 @@ pub struct Settings {
     /// When set, Dapr's deliveries must carry it as `dapr-api-token`.
     pub app_api_token: Option<Secret>,
     pub events: EventSettings,
+    /// Run the job runner that fires reminders at their time in this process.
+    pub reminder_scheduler_enabled: bool,
 }
 
 /// The event path: outbox relay and publisher.
@@ -75,6 +77,7 @@ impl Settings {
             jwt_audience: None,
             app_api_token: None,
             events: EventSettings::default(),
+            reminder_scheduler_enabled: true,
         }
     }
 
@@ -114,6 +117,7 @@ impl Settings {
                     parsed("OUTBOX_RETENTION_HOURS", d.retention.as_secs() / 3600)? * 3600,
                 ),
             },
+            reminder_scheduler_enabled: parsed("REMINDER_SCHEDULER_ENABLED", true)?,
         })
     }
 }

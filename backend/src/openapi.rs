@@ -34,6 +34,9 @@ struct Info;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = Info::openapi();
     doc.merge(routes::tasks::TasksApi::openapi());
+    doc.merge(routes::reminders::RemindersApi::openapi());
+    doc.merge(routes::notifications::NotificationsApi::openapi());
+    doc.merge(routes::preferences::PreferencesApi::openapi());
     doc.merge(routes::health::HealthApi::openapi());
     doc
 }

@@ -11,6 +11,9 @@ use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
 use anyhow::Context;
+use taskflow_db::jobs::{JobRunner, RunnerSettings};
+use taskflow_db::kv::PgKeyValueStore;
+use taskflow_db::reminders::{FireReminders, FIRE_JOB};
 use taskflow_db::DbPool;
 use taskflow_kafka::publisher::{DaprPublisher, KafkaPublisher, Publisher};
 use tokio::sync::watch;
@@ -22,12 +25,13 @@ use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
 use crate::outbox::EventPathHealth;
-use crate::routes::{events, health, tasks};
+use crate::routes::{events, health, notifications, preferences, reminders, tasks};
 
 pub struct Application {
     port: u16,
     server: Server,
     relay: Option<Relay>,
+    scheduler: Option<JobRunner>,
     pub pool: DbPool,
     pub metrics: Data<Metrics>,
     pub event_path: Data<EventPathHealth>,
@@ -70,6 +74,25 @@ impl Application {
             }),
             token: Data::new(events::AppApiToken(settings.app_api_token.clone())),
         };
+        // Reminders fire on the job runner: a job queued at each reminder's time, woken by
+        // `NOTIFY jobs` on commit in every replica, claimed by one.
+        let scheduler = if settings.reminder_scheduler_enabled {
+            let runner = JobRunner::new(
+                pool.clone(),
+                settings.common.database_url.expose(),
+                RunnerSettings {
+                    concurrency: 1,
+                    poll_interval: Duration::from_secs(30),
+                    base_backoff: Duration::from_millis(200),
+                    max_backoff: Duration::from_secs(30),
+                    shutdown_budget: Duration::from_secs(5),
+                },
+                &metrics.registry,
+            )?;
+            Some(runner.register(FIRE_JOB, Arc::new(FireReminders)))
+        } else {
+            None
+        };
         let server = run(
             listener,
             pool.clone(),
@@ -82,6 +105,7 @@ impl Application {
             port,
             server,
             relay,
+            scheduler,
             pool,
             metrics,
             event_path,
@@ -92,12 +116,19 @@ impl Application {
         self.port
     }
 
-    /// Serve until the server stops (SIGTERM or Ctrl-C), then stop the relay.
+    /// Serve until the server stops (SIGTERM or Ctrl-C), then stop the relay and the scheduler.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        let scheduler = self
+            .scheduler
+            .map(|runner| tokio::spawn(runner.run(stopped.clone())));
         let relay = self.relay.map(|relay| tokio::spawn(relay.run(stopped)));
         let served = self.server.await;
         let _ = stop.send(true);
+        if let Some(scheduler) = scheduler {
+            // The runner gives a running job its shutdown budget; nothing is lost past it.
+            let _ = scheduler.await;
+        }
         if let Some(relay) = relay {
             if tokio::time::timeout(Duration::from_secs(10), relay)
                 .await
@@ -190,6 +221,7 @@ fn run(
     event_path: Data<EventPathHealth>,
     subscriber: Subscriber,
 ) -> anyhow::Result<Server> {
+    let store: preferences::Store = Data::new(Arc::new(PgKeyValueStore::new(pool.clone())));
     let pool = Data::new(pool);
     let migrations_seen = Data::new(health::MigrationsSeen::default());
     let server = HttpServer::new(move || {
@@ -202,6 +234,7 @@ fn run(
             .wrap(from_fn(metrics::record))
             .wrap(TracingLogger::default())
             .app_data(pool.clone())
+            .app_data(store.clone())
             .app_data(auth.clone())
             .app_data(subscriber.state.clone())
             .app_data(subscriber.token.clone())
@@ -224,6 +257,10 @@ fn run(
             .configure(events::routes)
             .service(web::resource("/openapi.json").route(web::get().to(openapi)))
             .service(tasks::scope())
+            .service(reminders::scope())
+            .service(reminders::internal_scope())
+            .service(notifications::scope())
+            .service(preferences::scope())
             .default_service(web::to(not_found))
     })
     .listen(listener)?

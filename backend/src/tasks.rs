@@ -1,5 +1,6 @@
 //! Task use cases. Each runs inside the caller's transaction, locks what it changes, bumps the
-//! version and records the event in the outbox, so a change and its event commit together.
+//! version, keeps the task's reminder in line and records the event in the outbox, so a change,
+//! its reminder and its event commit together.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -9,8 +10,8 @@ use uuid::Uuid;
 
 use crate::domain::task::{TaskFields, TaskPatch};
 use crate::error::ApiError;
-use taskflow_db::outbox;
 use taskflow_db::tasks::{self as store, TaskRow};
+use taskflow_db::{outbox, reminders};
 
 /// What `If-Match` demands of the stored version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,7 @@ pub async fn create(
     };
     write_fields(&mut row, fields, ctx.now);
     let row = store::insert(conn, &row).await?;
+    reminders::sync_for_task(conn, &row).await?;
     record(conn, ctx, TaskEventType::Created, &row).await?;
     Ok(row)
 }
@@ -170,6 +172,7 @@ pub async fn edit(
     row.version += 1;
     row.updated_at = ctx.now;
     let row = store::save(conn, &row).await?;
+    reminders::sync_for_task(conn, &row).await?;
     record(conn, ctx, event, &row).await?;
     Ok(row)
 }
@@ -200,6 +203,7 @@ pub async fn delete(
         }
     }
     store::delete(conn, id).await?;
+    reminders::cancel_for_task(conn, id).await?;
     // The last snapshot, as of its deletion.
     row.version += 1;
     row.updated_at = ctx.now;

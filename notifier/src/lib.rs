@@ -1,22 +1,155 @@
-//! Notifier: reacts to `reminders`. Each due reminder is recorded once (idempotent consumer)
-//! and logged; delivery channels plug in here.
+//! Notifier: reacts to `reminders`. Each reminder firing becomes one notification (idempotent on
+//! the event id) in the transaction that records the event as handled: the in-app channel is the
+//! row itself, delivered at once; the webhook channel is a job, delivered by the job runner with
+//! retries, recorded, and dead-lettered to `reminders.dlq` when it finally fails.
+
+pub mod metrics;
+pub mod ssrf;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
+use prometheus::Registry;
+use serde_json::json;
+use shared_events::topics::REMINDERS_DLQ;
 use taskflow_db::effects::{Delivery, Handler, HandlerError};
+use taskflow_db::jobs::{self, JobRunner, RunnerSettings};
+use taskflow_db::kv::{KeyValueStore, PgKeyValueStore};
+use taskflow_db::notifications::{self, DELIVERED};
+use taskflow_db::preferences::{self, Channel};
+use taskflow_db::DbPool;
+use taskflow_runtime::config::{millis, parsed, var};
+use taskflow_runtime::worker::WorkerSettings;
 
-pub struct ReminderHandler;
+use crate::metrics::Metrics;
+use crate::webhook::{DeadLetters, WebhookDelivery, WEBHOOK_JOB};
+
+/// The notifier's `DB_POOL_SIZE` default. A running webhook job holds its claiming connection and
+/// reads the preferences on a second one, as does the consumer's handler: with the default
+/// `WEBHOOK_CONCURRENCY` of 4 that is 2 x 4 + 2 + the queued gauge's, so the pool can never run
+/// dry with every holder waiting for a second connection.
+pub const DEFAULT_POOL_SIZE: usize = 12;
+
+/// The webhook knobs (README configuration table).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Webhook deliveries at once.
+    pub concurrency: usize,
+    /// Hosts (names or IP literals) exempt from the address policy; empty in production.
+    pub allowed_hosts: Vec<String>,
+    pub timeout: Duration,
+    pub max_attempts: i32,
+    /// The wait before the second attempt; it doubles with each further one.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl WebhookSettings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(WebhookSettings {
+            concurrency: parsed("WEBHOOK_CONCURRENCY", 4_usize)?.max(1),
+            allowed_hosts: var("WEBHOOK_ALLOWED_HOSTS")
+                .map(|v| v.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            timeout: millis("WEBHOOK_TIMEOUT_MS", Duration::from_secs(5))?,
+            max_attempts: parsed("WEBHOOK_MAX_ATTEMPTS", 5)?.max(1),
+            base_backoff: millis("WEBHOOK_BACKOFF_MS", Duration::from_secs(2))?,
+            max_backoff: millis("WEBHOOK_MAX_BACKOFF_MS", Duration::from_secs(600))?,
+        })
+    }
+}
+
+pub struct ReminderHandler {
+    store: Arc<dyn KeyValueStore>,
+    metrics: Arc<Metrics>,
+    webhook_attempts: i32,
+}
 
 impl Handler for ReminderHandler {
     fn handle<'a>(
         &'a self,
-        _conn: &'a mut AsyncPgConnection,
+        conn: &'a mut AsyncPgConnection,
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let reminder = delivery.reminder()?;
-            tracing::info!(task = %reminder.task_id, user = %reminder.user_id, title = %reminder.title, due_at = %reminder.due_at, "reminder due");
+            let prefs = preferences::load(self.store.as_ref(), &reminder.user_id)
+                .await
+                .map_err(|e| HandlerError::Transient(e.to_string()))?;
+            let webhook = prefs.webhook().is_some();
+            let channels: &[Channel] = if webhook {
+                &[Channel::InApp, Channel::Webhook]
+            } else {
+                &[Channel::InApp]
+            };
+            let event = serde_json::to_value(delivery.event)
+                .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            let Some(n) =
+                notifications::insert(conn, delivery.event.id, &event, reminder, channels).await?
+            else {
+                tracing::info!(event = %delivery.event.id, reminder = %reminder.reminder_id, "reminder firing already notified");
+                return Ok(());
+            };
+            notifications::record_delivery(conn, n.id, Channel::InApp, DELIVERED, 1, None).await?;
+            if webhook {
+                let payload = json!({ "notification_id": n.id });
+                jobs::enqueue(
+                    conn,
+                    WEBHOOK_JOB,
+                    &payload,
+                    chrono::Utc::now(),
+                    self.webhook_attempts,
+                )
+                .await?;
+            }
+            self.metrics.delivered(Channel::InApp, n.remind_at);
+            tracing::info!(notification = %n.id, reminder = %n.reminder_id, task = %n.task_id, user = %n.user_id, channel = "in_app", attempts = 1, outcome = "delivered", "notification delivered");
             Ok(())
         })
     }
+}
+
+/// The handler and the job runner of the webhook channel, on one pool and registry.
+pub fn build(
+    pool: DbPool,
+    registry: &Registry,
+    worker: &WorkerSettings,
+    webhook: &WebhookSettings,
+) -> anyhow::Result<(ReminderHandler, JobRunner)> {
+    let store: Arc<dyn KeyValueStore> = Arc::new(PgKeyValueStore::new(pool.clone()));
+    let metrics = Arc::new(Metrics::new(registry)?);
+    let dead_letters = DeadLetters::new(
+        &worker.common.kafka_brokers,
+        worker.common.topic(REMINDERS_DLQ),
+    )?;
+    let delivery = WebhookDelivery::new(
+        ssrf::Policy::new(webhook.allowed_hosts.clone()),
+        webhook.timeout,
+        store.clone(),
+        metrics.clone(),
+        dead_letters,
+    )?;
+    let runner = JobRunner::new(
+        pool,
+        worker.common.database_url.expose(),
+        RunnerSettings {
+            concurrency: webhook.concurrency,
+            base_backoff: webhook.base_backoff,
+            max_backoff: webhook.max_backoff,
+            ..RunnerSettings::default()
+        },
+        registry,
+    )?
+    .register(WEBHOOK_JOB, Arc::new(delivery));
+    Ok((
+        ReminderHandler {
+            store,
+            metrics,
+            webhook_attempts: webhook.max_attempts,
+        },
+        runner,
+    ))
 }

@@ -1,9 +1,19 @@
-use notifier::ReminderHandler;
+use notifier::{WebhookSettings, DEFAULT_POOL_SIZE};
 use shared_events::topics::{NOTIFIER_GROUP, REMINDERS};
+use taskflow_runtime::config::var;
 use taskflow_runtime::worker::{self, WorkerSettings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = WorkerSettings::from_env(NOTIFIER_GROUP, &[REMINDERS], 9102)?;
-    worker::run("notifier", settings, |_, _| Ok(ReminderHandler)).await
+    let mut settings = WorkerSettings::from_env(NOTIFIER_GROUP, &[REMINDERS], 9102)?;
+    if var("DB_POOL_SIZE").is_none() {
+        settings.common.db_pool_size = DEFAULT_POOL_SIZE;
+    }
+    let webhook = WebhookSettings::from_env()?;
+    let worker = settings.clone();
+    worker::run("notifier", settings, move |pool, registry| {
+        let (handler, runner) = notifier::build(pool, registry, &worker, &webhook)?;
+        Ok((handler, Some(runner)))
+    })
+    .await
 }

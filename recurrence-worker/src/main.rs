@@ -6,7 +6,7 @@ use taskflow_runtime::worker::{self, WorkerSettings};
 async fn main() -> anyhow::Result<()> {
     let settings = WorkerSettings::from_env(RECURRENCE_WORKER_GROUP, &[TASK_EVENTS], 9101)?;
     worker::run("recurrence-worker", settings, |_, registry| {
-        Ok(RecurrenceHandler::new(registry)?)
+        Ok((RecurrenceHandler::new(registry)?, None))
     })
     .await
 }

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use shared_events::{TaskEvent, TaskEventType};
 use taskflow_db::effects::{Delivery, Handler, HandlerError};
-use taskflow_db::{outbox, tasks};
+use taskflow_db::{outbox, reminders, tasks};
 
 /// What the worker did with a `completed` event, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +152,7 @@ pub async fn next_occurrence(
             else {
                 return Ok(Outcome::AlreadyCreated);
             };
+            reminders::sync_for_task(conn, &next).await?;
             outbox::record_task_change(
                 conn,
                 TaskEventType::Created,

@@ -131,6 +131,21 @@ async fn a_completed_daily_task_gets_its_next_day_once_however_often_it_is_deliv
         )
     );
     assert_eq!(next.reminder_minutes_before, Some(15));
+    let mut conn = s.pool.get().await.unwrap();
+    let pending = taskflow_db::reminders::list(
+        &mut conn,
+        "alice",
+        Some(taskflow_db::reminders::ReminderStatus::Pending),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pending.len(), 1, "the next occurrence has its own reminder");
+    assert_eq!(pending[0].task_id, next.id);
+    assert_eq!(
+        pending[0].remind_at,
+        Utc.with_ymd_and_hms(2027, 3, 28, 6, 45, 0).unwrap()
+    );
     assert_eq!(
         next.recurrence, first.recurrence,
         "the series' recurrence, start included"

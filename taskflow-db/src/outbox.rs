@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use shared_events::envelope::TASK_CHANGED_TYPE;
-use shared_events::topics::{TASK_EVENTS, TASK_UPDATES};
-use shared_events::{CloudEvent, TaskChanged, TaskEventType, TaskSnapshot};
+use shared_events::envelope::{REMINDER_DUE_TYPE, TASK_CHANGED_TYPE};
+use shared_events::topics::{REMINDERS, TASK_EVENTS, TASK_UPDATES};
+use shared_events::{CloudEvent, ReminderDue, TaskChanged, TaskEventType, TaskSnapshot};
 use uuid::Uuid;
 
 use crate::schema::outbox;
@@ -74,6 +74,31 @@ pub async fn record_task_change(
             NewMessage::new(TASK_EVENTS, key.clone(), &event)?,
             NewMessage::new(TASK_UPDATES, key, &notice)?,
         ])
+        .execute(conn)
+        .await?;
+    Ok(event.id)
+}
+
+/// Record that a reminder fired: `com.taskflow.reminder.due` on `reminders`, keyed by the task id.
+pub async fn record_reminder_due(
+    conn: &mut AsyncPgConnection,
+    reminder: &ReminderDue,
+    now: DateTime<Utc>,
+) -> QueryResult<Uuid> {
+    let event = CloudEvent::new(
+        Uuid::now_v7(),
+        REMINDER_DUE_TYPE,
+        reminder.task_id.to_string(),
+        now,
+        None,
+        reminder,
+    );
+    diesel::insert_into(outbox::table)
+        .values(NewMessage::new(
+            REMINDERS,
+            reminder.task_id.to_string(),
+            &event,
+        )?)
         .execute(conn)
         .await?;
     Ok(event.id)

@@ -84,3 +84,58 @@ diesel::table! {
         recorded_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    reminders (id) {
+        id -> Uuid,
+        task_id -> Uuid,
+        user_id -> Text,
+        due_at -> Timestamptz,
+        scheduled_for -> Timestamptz,
+        remind_at -> Timestamptz,
+        status -> Text,
+        fired_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Uuid,
+        event_id -> Uuid,
+        reminder_id -> Uuid,
+        task_id -> Uuid,
+        user_id -> Text,
+        title -> Text,
+        due_at -> Timestamptz,
+        remind_at -> Timestamptz,
+        status -> Text,
+        delivered_at -> Nullable<Timestamptz>,
+        read_at -> Nullable<Timestamptz>,
+        event -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notification_deliveries (notification_id, channel) {
+        notification_id -> Uuid,
+        channel -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    kv_store (key) {
+        key -> Text,
+        value -> Jsonb,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(notification_deliveries -> notifications (notification_id));
+diesel::allow_tables_to_appear_in_same_query!(notifications, notification_deliveries);

@@ -12,6 +12,7 @@ use anyhow::Context;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 use taskflow_db::effects::Handler;
+use taskflow_db::jobs::JobRunner;
 use taskflow_db::DbPool;
 use taskflow_kafka::consumer::{ConsumerMetrics, ConsumerSettings, EventConsumer};
 
@@ -83,11 +84,11 @@ async fn render_metrics(state: Data<Health>) -> HttpResponse {
 }
 
 /// Run a worker until SIGTERM/Ctrl-C: consume with the handler `make_handler` builds (it may
-/// register metrics of its own) and serve health and metrics.
+/// register metrics of its own), run its job runner if it has one, and serve health and metrics.
 pub async fn run<H: Handler + 'static>(
     name: &str,
     settings: WorkerSettings,
-    make_handler: impl FnOnce(DbPool, &Registry) -> anyhow::Result<H>,
+    make_handler: impl FnOnce(DbPool, &Registry) -> anyhow::Result<(H, Option<JobRunner>)>,
 ) -> anyhow::Result<()> {
     telemetry::init(settings.common.log_format);
     // Before anything slow: a SIGTERM during start-up then stops the worker cleanly.
@@ -98,7 +99,8 @@ pub async fn run<H: Handler + 'static>(
     )?;
     let registry = telemetry::registry()?;
     let metrics = ConsumerMetrics::new(&registry)?;
-    let handler = Arc::new(make_handler(pool.clone(), &registry)?);
+    let (handler, jobs) = make_handler(pool.clone(), &registry)?;
+    let handler = Arc::new(handler);
     let consumer = EventConsumer::new(
         settings.consumer.clone(),
         pool.clone(),
@@ -127,7 +129,12 @@ pub async fn run<H: Handler + 'static>(
     let server_handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(worker = name, addr = %settings.metrics_addr, topics = ?settings.consumer.topics, group = %settings.consumer.group_id, "worker started");
+    let jobs = jobs.map(|runner| tokio::spawn(runner.run(shutdown.clone())));
     consumer.run(shutdown).await;
+    if let Some(jobs) = jobs {
+        // The runner gives running jobs their shutdown budget; an abandoned one runs again later.
+        let _ = jobs.await;
+    }
     server_handle.stop(true).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     tracing::info!(worker = name, "worker stopped");

@@ -2,4 +2,7 @@
 
 pub mod events;
 pub mod health;
+pub mod notifications;
+pub mod preferences;
+pub mod reminders;
 pub mod tasks;

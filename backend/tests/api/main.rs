@@ -9,4 +9,6 @@ mod health;
 mod helpers;
 mod kafka;
 mod list;
+mod notifications;
+mod reminders;
 mod tasks;

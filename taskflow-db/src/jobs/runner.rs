@@ -147,6 +147,8 @@ pub struct JobRunner {
     database_url: String,
     settings: RunnerSettings,
     handlers: HashMap<String, Arc<dyn JobHandler>>,
+    /// The registered kinds: the only ones this runner claims.
+    kinds: Vec<String>,
     metrics: Metrics,
 }
 
@@ -163,13 +165,18 @@ impl JobRunner {
             database_url: database_url.into(),
             settings,
             handlers: HashMap::new(),
+            kinds: Vec::new(),
             metrics: Metrics::register(registry)?,
         })
     }
 
-    /// Run jobs of `kind` with `handler`. A job of a kind nobody registered fails at once.
+    /// Run jobs of `kind` with `handler`. The runner claims only jobs of registered kinds, so
+    /// services sharing the table (the backend's reminders, the notifier's webhooks) each run
+    /// their own.
     pub fn register(mut self, kind: impl Into<String>, handler: Arc<dyn JobHandler>) -> Self {
-        self.handlers.insert(kind.into(), handler);
+        let kind = kind.into();
+        self.kinds.push(kind.clone());
+        self.handlers.insert(kind, handler);
         self
     }
 
@@ -327,7 +334,7 @@ impl JobRunner {
         let attempt = conn
             .get()
             .transaction::<_, RunnerError, _>(async |conn| {
-                let job = match storage::claim(conn).await? {
+                let job = match storage::claim(conn, &self.kinds).await? {
                     None => return Ok(Attempt::Idle(None)),
                     Some(head) if head.due_in > 0.0 => {
                         let due_in =
@@ -350,6 +357,7 @@ impl JobRunner {
 
     /// Run `job`'s handler in a savepoint and record the outcome in the claiming transaction.
     async fn attempt(&self, conn: &mut AsyncPgConnection, job: &JobRecord) -> QueryResult<Outcome> {
+        // `claim` returns only registered kinds; failing the job is the guard should that break.
         let handler = self.handlers.get(&job.kind);
         let result = match handler {
             None => Err(JobError::Fail(format!(

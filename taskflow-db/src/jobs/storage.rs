@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Integer, Text};
+use diesel::sql_types::{Array, BigInt, Double, Integer, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::{JobRecord, RunnerError};
@@ -59,13 +59,19 @@ pub(super) struct Head {
 /// Lock the first queued job that no other runner holds, for the rest of the transaction; when
 /// it is due the caller runs it, otherwise its `due_in` says how long to wait. Its `attempts`
 /// counts the attempt about to be made.
-pub(super) async fn claim(conn: &mut AsyncPgConnection) -> QueryResult<Option<Head>> {
+/// Only jobs of `kinds` (those the runner has handlers for): services share the table, and each
+/// runs its own kinds.
+pub(super) async fn claim(
+    conn: &mut AsyncPgConnection,
+    kinds: &[String],
+) -> QueryResult<Option<Head>> {
     let head: Option<Head> = diesel::sql_query(
         "SELECT id, kind, payload, attempts + 1 AS attempts, max_attempts, run_at, \
                 extract(epoch FROM run_at - clock_timestamp())::float8 AS due_in \
-         FROM jobs WHERE state = 'queued' \
+         FROM jobs WHERE state = 'queued' AND kind = ANY($1) \
          ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
+    .bind::<Array<Text>, _>(kinds)
     .get_result(conn)
     .await
     .optional()?;

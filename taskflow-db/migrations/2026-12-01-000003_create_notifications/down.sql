@@ -1,0 +1,3 @@
+DROP TABLE kv_store;
+DROP TABLE notification_deliveries;
+DROP TABLE notifications;
