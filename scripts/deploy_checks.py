@@ -278,11 +278,11 @@ def required_env(docs):
     return problems
 
 
-ALERTS = {"TaskflowOutboxBacklogAge", "TaskflowConsumerLag", "TaskflowDeadLetters", "TaskflowHttp5xxRate"}
+ALERTS = {"TaskflowOutboxBacklogAge", "TaskflowConsumerLag", "TaskflowDeadLetters", "TaskflowHttp5xxRate", "TaskflowReminderDeliveryLag"}
 
 
 def alerts(docs, values):
-    """When enabled: the outbox age, consumer lag, dead-letter and 5xx alerts exist."""
+    """When enabled: the outbox age, consumer lag, dead-letter, reminder delivery and 5xx alerts exist."""
     rules = by_kind(docs, "PrometheusRule")
     if not values["metrics"]["prometheusRule"]["enabled"]:
         return [f"unexpected {label(r)}" for r in rules]

@@ -50,6 +50,7 @@ impl Metrics {
             metrics.delivered.with_label_values(&c);
             metrics.failed.with_label_values(&c);
             metrics.retries.with_label_values(&c);
+            metrics.latency.with_label_values(&c);
         }
         Ok(metrics)
     }
