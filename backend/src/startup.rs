@@ -23,7 +23,7 @@ use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
 use crate::outbox::relay::Relay;
-use crate::outbox::EventPathHealth;
+use crate::outbox::{EventPathHealth, RelayWakeup};
 use crate::routes::{health, tasks};
 
 pub struct Application {
@@ -66,12 +66,17 @@ impl Application {
         } else {
             None
         };
+        // Without a relay in this process nobody listens; another replica's relay polls.
+        let wakeup: Data<RelayWakeup> = relay
+            .as_ref()
+            .map_or_else(Data::default, |r| Data::from(r.wakeup()));
         let server = run(
             listener,
             pool.clone(),
             auth,
             metrics.clone(),
             event_path.clone(),
+            wakeup,
         )?;
         Ok(Application {
             port,
@@ -177,6 +182,7 @@ fn run(
     auth: Data<Authenticator>,
     metrics: Data<Metrics>,
     event_path: Data<EventPathHealth>,
+    wakeup: Data<RelayWakeup>,
 ) -> anyhow::Result<Server> {
     let pool = Data::new(pool);
     let migrations_seen = Data::new(health::MigrationsSeen::default());
@@ -193,6 +199,7 @@ fn run(
             .app_data(auth.clone())
             .app_data(metrics.clone())
             .app_data(event_path.clone())
+            .app_data(wakeup.clone())
             .app_data(migrations_seen.clone())
             .app_data(
                 web::JsonConfig::default()

@@ -18,6 +18,7 @@ use crate::domain::task::{TaskBody, TaskFields, TaskPatch};
 use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::listing;
+use crate::outbox::RelayWakeup;
 use crate::tasks::{self, Change, Edit, Precondition};
 use taskflow_db::tasks::{self as store, TaskRow};
 use taskflow_db::DbPool;
@@ -77,13 +78,25 @@ fn task_response(status: StatusCode, row: &TaskRow) -> HttpResponse {
         .json(row.snapshot())
 }
 
-/// Runs `f` in a transaction on a pooled connection.
+/// Wake this process's relay for the outbox rows a change has just committed.
+fn wake_relay(req: &HttpRequest) {
+    if let Some(wakeup) = req.app_data::<Data<RelayWakeup>>() {
+        wakeup.wake();
+    }
+}
+
+/// Runs `f` in a transaction on a pooled connection, then wakes the relay if it committed.
 macro_rules! transaction {
-    ($pool:expr, |$conn:ident| $body:expr) => {{
+    ($pool:expr, $req:expr, |$conn:ident| $body:expr) => {{
         let mut pooled = $pool.get().await?;
         let conn: &mut AsyncPgConnection = &mut pooled;
-        conn.transaction::<_, ApiError, _>(async |$conn| $body)
-            .await
+        let committed = conn
+            .transaction::<_, ApiError, _>(async |$conn| $body)
+            .await;
+        if committed.is_ok() {
+            wake_relay($req);
+        }
+        committed
     }};
 }
 
@@ -157,6 +170,9 @@ pub async fn create(
             Ok(row)
         })
         .await;
+    if outcome.is_ok() {
+        wake_relay(&req);
+    }
     match outcome {
         Ok(row) => Ok(HttpResponse::Created()
             .insert_header((header::ETAG, format!("\"{}\"", row.version)))
@@ -267,7 +283,7 @@ async fn apply_edit(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    let row = transaction!(pool, |conn| tasks::edit(conn, &ctx, id, precondition, edit)
+    let row = transaction!(pool, &req, |conn| tasks::edit(conn, &ctx, id, precondition, edit)
         .await)?;
     Ok(task_response(StatusCode::OK, &row))
 }
@@ -359,7 +375,7 @@ pub async fn delete(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    transaction!(pool, |conn| tasks::delete(conn, &ctx, id, precondition)
+    transaction!(pool, &req, |conn| tasks::delete(conn, &ctx, id, precondition)
         .await)?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -387,6 +403,6 @@ pub async fn cancel_recurrence(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    let row = transaction!(pool, |conn| tasks::cancel_recurrence(conn, &ctx, id).await)?;
+    let row = transaction!(pool, &req, |conn| tasks::cancel_recurrence(conn, &ctx, id).await)?;
     Ok(task_response(StatusCode::OK, &row))
 }

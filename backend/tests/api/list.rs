@@ -340,11 +340,18 @@ impl SortFixture {
         SortFixture { id, created }
     }
 
-    /// Groups in order; the ids within a group are tied and come out by id.
-    fn expect(&self, groups: &[&[&str]]) -> Vec<String> {
+    /// Groups in order; the ids within a group are tied and come out by id, in the sort's
+    /// direction (so that a descending order is one backward index scan).
+    fn expect(&self, descending: bool, groups: &[&[&str]]) -> Vec<String> {
         groups
             .iter()
-            .flat_map(|group| sorted(group.iter().map(|l| self.id[l].clone()).collect()))
+            .flat_map(|group| {
+                let mut ids = sorted(group.iter().map(|l| self.id[l].clone()).collect());
+                if descending {
+                    ids.reverse();
+                }
+                ids
+            })
             .collect()
     }
 }
@@ -365,15 +372,17 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
         .filter(|id| **id != f.id["charlie"] && **id != f.id["delta"])
         .cloned()
         .collect();
-    let mut created_asc = f.expect(&[&["charlie", "delta"]]);
+    let mut created_asc = f.expect(false, &[&["charlie", "delta"]]);
     created_asc.extend(later_created.iter().cloned());
     let mut created_desc: Vec<String> = later_created.iter().rev().cloned().collect();
-    created_desc.extend(f.expect(&[&["charlie", "delta"]]));
+    created_desc.extend(f.expect(true, &[&["charlie", "delta"]]));
 
     let cases: Vec<(&str, Vec<String>)> = vec![
         (
             "due_at",
-            f.expect(&[
+            f.expect(
+                false,
+                &[
                 &["alpha1"],
                 &["charlie", "delta"],
                 &["alpha2"],
@@ -382,7 +391,9 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
         ),
         (
             "-due_at",
-            f.expect(&[
+            f.expect(
+                true,
+                &[
                 &["alpha2"],
                 &["charlie", "delta"],
                 &["alpha1"],
@@ -391,7 +402,9 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
         ),
         (
             "priority",
-            f.expect(&[
+            f.expect(
+                false,
+                &[
                 &["echo"],
                 &["alpha1", "alpha2"],
                 &["charlie", "delta"],
@@ -400,7 +413,9 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
         ),
         (
             "-priority",
-            f.expect(&[
+            f.expect(
+                true,
+                &[
                 &["bravo"],
                 &["charlie", "delta"],
                 &["alpha1", "alpha2"],
@@ -411,7 +426,9 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
         ("-created_at", created_desc),
         (
             "title",
-            f.expect(&[
+            f.expect(
+                false,
+                &[
                 &["alpha1", "alpha2"],
                 &["bravo"],
                 &["charlie"],
@@ -421,7 +438,9 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
         ),
         (
             "-title",
-            f.expect(&[
+            f.expect(
+                true,
+                &[
                 &["echo"],
                 &["delta"],
                 &["charlie"],
