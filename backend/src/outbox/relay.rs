@@ -314,9 +314,11 @@ impl Relay {
             match self.drain().await {
                 Ok(pass) => {
                     failures = 0;
-                    // Only the publishing relay looks at the backlog; standbys stay cheap.
+                    // Only the publishing relay looks at the backlog; standbys stay cheap. While
+                    // rows fail or wait for a retry, every pass looks, so /ready follows closely.
                     let failed = pass.failure.is_some();
-                    if !pass.standby && (failed || last_backlog.elapsed() >= BACKLOG_REFRESH) {
+                    let due = failed || delayed > 0 || last_backlog.elapsed() >= BACKLOG_REFRESH;
+                    if !pass.standby && due {
                         last_backlog = Instant::now();
                         delayed = self.refresh_backlog().await.unwrap_or_else(|e| {
                             tracing::debug!(error = %e, "outbox backlog query failed");
