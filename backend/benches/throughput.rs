@@ -690,10 +690,13 @@ impl Bench<'_> {
         })
     }
 
-    /// Run `script` in pgbench (prepared statements, as the API's driver) against `url`.
+    /// Run `script` in pgbench against `url` with `protocol` as the API's driver speaks it for
+    /// that work: `prepared` for diesel's cached writes, `extended` (unnamed statements, planned
+    /// for their parameters) for `sql_query`, which diesel never caches.
     async fn pgbench(
         &self,
         url: &str,
+        protocol: &str,
         script: &str,
         vars: &[(&str, String)],
         concurrency: usize,
@@ -704,7 +707,8 @@ impl Bench<'_> {
         std::fs::write(&file, script)?;
         let mut command = std::process::Command::new(&self.tools.pgbench);
         command
-            .args(["--no-vacuum", "--protocol=prepared", "--log"])
+            .args(["--no-vacuum", "--log"])
+            .arg(format!("--protocol={protocol}"))
             .arg(format!("--log-prefix={}", dir.join("log").display()))
             .arg(format!("--client={concurrency}"))
             .arg(format!("--jobs={}", concurrency.min(2)))
@@ -856,7 +860,7 @@ impl Bench<'_> {
         let waits = sampler.finish().await?;
         self.drained().await?;
         let pg = self
-            .pgbench(&self.pg_url, script, vars, c, time)
+            .pgbench(&self.pg_url, "prepared", script, vars, c, time)
             .await
             .with_context(|| format!("pgbench for {what} c={c}"))?;
         self.notes.push(format!(
@@ -907,7 +911,7 @@ impl Bench<'_> {
                 body: None,
             }];
             let load = self.wrk(&requests, LIST_CONCURRENCY, self.knobs.list_time).await?;
-            let pg = self.pgbench(&self.database_url, &list_script(&query)?, &[
+            let pg = self.pgbench(&self.database_url, "extended", &list_script(&query)?, &[
                 ("user", LIST_USER.to_owned()),
                 ("q", SEARCH_WORD.to_owned()),
                 ("limit", (LIST_LIMIT + 1).to_string()),
@@ -1162,7 +1166,7 @@ impl Bench<'_> {
         };
         let setup = format!(
             "PostgreSQL {} with fsync={}{fsync_note}; Kafka at {}; wrk {} s per write run and {} s per list, {USERS} users, DB pool {DB_POOL_SIZE}; \
-             pgbench on the same server with prepared statements; everything on 127.0.0.1",
+             pgbench on the same server; everything on 127.0.0.1",
             server.version, server.fsync, self.brokers, self.knobs.write_time.as_secs(), self.knobs.list_time.as_secs()
         );
         println!();
