@@ -333,7 +333,12 @@ struct Load {
 }
 
 impl Load {
-    fn from_latencies(count: usize, elapsed: Duration, mut latencies: Vec<Duration>, errors: u64) -> Load {
+    fn from_latencies(
+        count: usize,
+        elapsed: Duration,
+        mut latencies: Vec<Duration>,
+        errors: u64,
+    ) -> Load {
         latencies.sort_unstable();
         Load {
             per_second: count as f64 / elapsed.as_secs_f64(),
@@ -365,7 +370,12 @@ struct Row {
 }
 
 impl Row {
-    fn load(what: impl Into<String>, concurrency: usize, load: Load, postgres: Option<Load>) -> Row {
+    fn load(
+        what: impl Into<String>,
+        concurrency: usize,
+        load: Load,
+        postgres: Option<Load>,
+    ) -> Row {
         Row {
             what: what.into(),
             concurrency: Some(concurrency),
@@ -399,7 +409,13 @@ impl Row {
                 ms(l.p99),
                 l.errors.to_string(),
             ),
-            None => (self.value.clone(), String::new(), String::new(), String::new(), String::new()),
+            None => (
+                self.value.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
         };
         let (pg, pg50, pg99) = match &self.postgres {
             Some(p) => (format!("{:.0} tps", p.per_second), ms(p.p50), ms(p.p99)),
@@ -603,8 +619,14 @@ async fn pgbench_vars(pool: &DbPool) -> anyhow::Result<Vec<(&'static str, String
     let notice = payload("task-updates").await?;
     let body = create_body(1);
     Ok(vec![
-        ("title", body["title"].as_str().unwrap_or_default().to_owned()),
-        ("description", body["description"].as_str().unwrap_or_default().to_owned()),
+        (
+            "title",
+            body["title"].as_str().unwrap_or_default().to_owned(),
+        ),
+        (
+            "description",
+            body["description"].as_str().unwrap_or_default().to_owned(),
+        ),
         ("event", event),
         ("notice", notice),
     ])
@@ -678,7 +700,8 @@ impl Bench<'_> {
             .find_map(|l| l.strip_prefix("WRK_RESULT "))
             .ok_or_else(|| anyhow!("wrk printed no result: {out}"))?;
         let mut f = line.split_whitespace();
-        let (requests, duration, errors) = (micros(f.next())?, micros(f.next())?, micros(f.next())?);
+        let (requests, duration, errors) =
+            (micros(f.next())?, micros(f.next())?, micros(f.next())?);
         let mut next = || micros(f.next()).map(Duration::from_micros);
         Ok(Load {
             per_second: requests as f64 / (duration as f64 / 1e6),
@@ -736,9 +759,14 @@ impl Bench<'_> {
             let mut latencies = Vec::new();
             for entry in std::fs::read_dir(&dir)? {
                 let path = entry?.path();
-                if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("log")) {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("log"))
+                {
                     for line in std::fs::read_to_string(&path)?.lines() {
-                        if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
+                        if let Some(us) =
+                            line.split_whitespace().nth(2).and_then(|v| v.parse().ok())
+                        {
                             latencies.push(Duration::from_micros(us));
                         }
                     }
@@ -755,7 +783,10 @@ impl Bench<'_> {
 
     async fn count(&self, sql: &str) -> anyhow::Result<i64> {
         let mut conn = self.pool.get().await?;
-        Ok(diesel::sql_query(sql).get_result::<Count>(&mut conn).await?.n)
+        Ok(diesel::sql_query(sql)
+            .get_result::<Count>(&mut conn)
+            .await?
+            .n)
     }
 
     /// Poll until no outbox row waits to be published; returns when that was seen.
@@ -786,7 +817,13 @@ impl Bench<'_> {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, token: &str, body: Option<&Value>) -> anyhow::Result<(StatusCode, Value)> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let mut request = self
             .client
             .request(method.clone(), format!("{}{path}", self.address))
@@ -794,7 +831,10 @@ impl Bench<'_> {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let bytes = response.bytes().await?;
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -814,7 +854,8 @@ impl Bench<'_> {
             })
             .collect();
         for c in WRITE_CONCURRENCY {
-            self.write_run("POST /tasks (create)", &creates, c, PGBENCH_CREATE, &vars).await?;
+            self.write_run("POST /tasks (create)", &creates, c, PGBENCH_CREATE, &vars)
+                .await?;
         }
         let mut conn = self.pool.get().await?;
         let tasks: Vec<TaskRef> = diesel::sql_query(
@@ -838,7 +879,14 @@ impl Bench<'_> {
             })
             .collect();
         for c in WRITE_CONCURRENCY {
-            self.write_run("PATCH /tasks/{id} (update)", &updates, c, PGBENCH_UPDATE, &vars).await?;
+            self.write_run(
+                "PATCH /tasks/{id} (update)",
+                &updates,
+                c,
+                PGBENCH_UPDATE,
+                &vars,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -855,17 +903,20 @@ impl Bench<'_> {
     ) -> anyhow::Result<()> {
         let time = self.knobs.write_time;
         let sampler = WaitSampler::start(&self.database_url);
-        let load = self.wrk(requests, c, time).await.with_context(|| format!("{what} c={c}"))?;
+        let load = self
+            .wrk(requests, c, time)
+            .await
+            .with_context(|| format!("{what} c={c}"))?;
         let done = Instant::now();
         let waits = sampler.finish().await?;
-        self.drained().await?;
+        let caught_up = self.drained().await? - done;
         let pg = self
             .pgbench(&self.pg_url, "prepared", script, vars, c, time)
             .await
             .with_context(|| format!("pgbench for {what} c={c}"))?;
         self.notes.push(format!(
             "{what} c={c}: the application's busy sessions were {waits}; the relay caught up {} after the load",
-            ms(done.elapsed())
+            ms(caught_up)
         ));
         if load.errors > 0 {
             bail!("{what} c={c}: {} requests failed", load.errors);
@@ -899,7 +950,9 @@ impl Bench<'_> {
         let path = format!("/api/{LIST_USER}/tasks");
         for query in LIST_QUERIES {
             let query = format!("{query}&limit={LIST_LIMIT}");
-            let (status, page) = self.call(Method::GET, &format!("{path}?{query}"), &token, None).await?;
+            let (status, page) = self
+                .call(Method::GET, &format!("{path}?{query}"), &token, None)
+                .await?;
             let items = page["items"].as_array().map_or(0, Vec::len);
             if status != StatusCode::OK || items != LIST_LIMIT {
                 bail!("GET {path}?{query}: {status}, {items} items");
@@ -910,16 +963,32 @@ impl Bench<'_> {
                 token: token.clone(),
                 body: None,
             }];
-            let load = self.wrk(&requests, LIST_CONCURRENCY, self.knobs.list_time).await?;
-            let pg = self.pgbench(&self.database_url, "extended", &list_script(&query)?, &[
-                ("user", LIST_USER.to_owned()),
-                ("q", SEARCH_WORD.to_owned()),
-                ("limit", (LIST_LIMIT + 1).to_string()),
-            ], LIST_CONCURRENCY, self.knobs.list_time).await?;
+            let load = self
+                .wrk(&requests, LIST_CONCURRENCY, self.knobs.list_time)
+                .await?;
+            let pg = self
+                .pgbench(
+                    &self.database_url,
+                    "extended",
+                    &list_script(&query)?,
+                    &[
+                        ("user", LIST_USER.to_owned()),
+                        ("q", SEARCH_WORD.to_owned()),
+                        ("limit", (LIST_LIMIT + 1).to_string()),
+                    ],
+                    LIST_CONCURRENCY,
+                    self.knobs.list_time,
+                )
+                .await?;
             if load.errors > 0 {
                 bail!("GET {path}?{query}: {} requests failed", load.errors);
             }
-            self.rows.push(Row::load(format!("GET /tasks?{query} ({LIST_TASKS} tasks)"), LIST_CONCURRENCY, load, Some(pg)));
+            self.rows.push(Row::load(
+                format!("GET /tasks?{query} ({LIST_TASKS} tasks)"),
+                LIST_CONCURRENCY,
+                load,
+                Some(pg),
+            ));
         }
         Ok(())
     }
@@ -927,17 +996,23 @@ impl Bench<'_> {
     /// Creates at a fixed rate from the bench's own client, and when each one's event arrives.
     async fn event_latency(&mut self) -> anyhow::Result<()> {
         let user = "bench-events";
-        let token = Arc::new(backend::auth::issue_token(SECRET, user, Duration::from_secs(3600))?);
+        let token = Arc::new(backend::auth::issue_token(
+            SECRET,
+            user,
+            Duration::from_secs(3600),
+        )?);
         let total = self.knobs.rate * self.knobs.event_time.as_secs() as usize;
         let consumer = consumer_at_end(&self.brokers).await?;
         let (stop, stopped) = watch::channel(false);
         let arrivals = tokio::spawn(collect_created(consumer, user.to_owned(), total, stopped));
-        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / self.knobs.rate as f64));
+        let mut ticks =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / self.knobs.rate as f64));
         let start = Instant::now();
         let mut requests = Vec::with_capacity(total);
         for i in 0..total {
             ticks.tick().await;
-            let (client, address, token) = (self.client.clone(), self.address.clone(), token.clone());
+            let (client, address, token) =
+                (self.client.clone(), self.address.clone(), token.clone());
             requests.push(tokio::spawn(async move {
                 let t0 = Instant::now();
                 let response = client
@@ -952,7 +1027,10 @@ impl Bench<'_> {
                 if status != StatusCode::CREATED {
                     bail!("create: {status}: {body}");
                 }
-                let id = body["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(|| anyhow!("no id in {body}"))?;
+                let id = body["id"]
+                    .as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| anyhow!("no id in {body}"))?;
                 anyhow::Ok((id, returned, returned - t0))
             }));
         }
@@ -970,7 +1048,10 @@ impl Bench<'_> {
         };
         let mut latencies = Vec::with_capacity(total);
         for (id, returned, _) in &created {
-            let at = arrivals.at.get(id).ok_or_else(|| anyhow!("the created event of task {id} never arrived"))?;
+            let at = arrivals
+                .at
+                .get(id)
+                .ok_or_else(|| anyhow!("the created event of task {id} never arrived"))?;
             latencies.push(at.saturating_duration_since(*returned));
         }
         let rate = self.knobs.rate;
@@ -986,7 +1067,12 @@ impl Bench<'_> {
             "events at {rate}/s: {} offsets handed to the bench consumer again by the broker's fetch path (ignored)",
             arrivals.redelivered
         ));
-        self.rows.push(Row::load(format!("create response → `created` on Kafka at {rate}/s"), 0, event, None));
+        self.rows.push(Row::load(
+            format!("create response → `created` on Kafka at {rate}/s"),
+            0,
+            event,
+            None,
+        ));
         Ok(())
     }
 
@@ -1010,7 +1096,11 @@ impl Bench<'_> {
         let rows = backlog / 2 * 2;
         self.rows.push(Row::value(
             format!("relay draining a backlog of {rows} outbox rows"),
-            format!("{:.0} rows/s ({:.2} s)", rows as f64 / (done - t0).as_secs_f64(), (done - t0).as_secs_f64()),
+            format!(
+                "{:.0} rows/s ({:.2} s)",
+                rows as f64 / (done - t0).as_secs_f64(),
+                (done - t0).as_secs_f64()
+            ),
         ));
         Ok(())
     }
@@ -1131,7 +1221,12 @@ impl Bench<'_> {
         for i in 0..2 {
             let t0 = Instant::now();
             let (status, body) = self
-                .call(Method::POST, &format!("/api/{}/tasks", user(0)), &tokens[0], Some(&json!({ "title": format!("Warm-up {i}") })))
+                .call(
+                    Method::POST,
+                    &format!("/api/{}/tasks", user(0)),
+                    &tokens[0],
+                    Some(&json!({ "title": format!("Warm-up {i}") })),
+                )
                 .await?;
             if status != StatusCode::CREATED {
                 bail!("warm-up create: {status}: {body}");
@@ -1143,8 +1238,14 @@ impl Bench<'_> {
         self.lists().await?;
         self.event_latency().await?;
         self.relay_backlog().await?;
-        self.rows.push(Row::value("relay cold start: first create → outbox drained", ms(single_event[0])));
-        self.rows.push(Row::value("idle relay: one create → outbox drained", ms(single_event[1])));
+        self.rows.push(Row::value(
+            "relay cold start: first create → outbox drained",
+            ms(single_event[0]),
+        ));
+        self.rows.push(Row::value(
+            "idle relay: one create → outbox drained",
+            ms(single_event[1]),
+        ));
         let rss = proc_status_mib("VmRSS").unwrap_or(f64::NAN);
         let hwm = proc_status_mib("VmHWM").unwrap_or(f64::NAN);
         self.rows.push(Row::value(
@@ -1250,4 +1351,3 @@ fn load_average() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
-

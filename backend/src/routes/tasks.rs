@@ -283,8 +283,14 @@ async fn apply_edit(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    let row = transaction!(pool, &req, |conn| tasks::edit(conn, &ctx, id, precondition, edit)
-        .await)?;
+    let row = transaction!(pool, &req, |conn| tasks::edit(
+        conn,
+        &ctx,
+        id,
+        precondition,
+        edit
+    )
+    .await)?;
     Ok(task_response(StatusCode::OK, &row))
 }
 
@@ -375,8 +381,13 @@ pub async fn delete(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    transaction!(pool, &req, |conn| tasks::delete(conn, &ctx, id, precondition)
-        .await)?;
+    transaction!(pool, &req, |conn| tasks::delete(
+        conn,
+        &ctx,
+        id,
+        precondition
+    )
+    .await)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -403,6 +414,7 @@ pub async fn cancel_recurrence(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    let row = transaction!(pool, &req, |conn| tasks::cancel_recurrence(conn, &ctx, id).await)?;
+    let row = transaction!(pool, &req, |conn| tasks::cancel_recurrence(conn, &ctx, id)
+        .await)?;
     Ok(task_response(StatusCode::OK, &row))
 }
