@@ -128,15 +128,21 @@ impl Relay {
                 return Ok(Pass { standby: true, ..Pass::default() });
             }
             // Oldest first, skipping every key whose head is waiting to be retried: one failing
-            // key must neither overtake its own later rows nor hold up anyone else's.
+            // key must neither overtake its own later rows nor hold up anyone else's. The waiting
+            // heads are found once per pass: as a correlated NOT EXISTS, stale statistics after a
+            // burst made the planner probe the unsent index once per candidate row (17 s for a
+            // 500-row claim over a 100,000-row backlog, against 50 ms this way).
             let rows: Vec<Pending> = diesel::sql_query(
-                "SELECT id, topic, message_key, payload::text AS payload, \
+                "WITH waiting AS MATERIALIZED ( \
+                     SELECT topic, message_key, min(seq) AS seq FROM outbox \
+                     WHERE sent_at IS NULL AND next_attempt_at IS NOT NULL AND next_attempt_at > now() \
+                     GROUP BY topic, message_key) \
+                 SELECT id, topic, message_key, payload::text AS payload, \
                         payload->>'traceparent' AS traceparent \
                  FROM outbox o WHERE sent_at IS NULL AND NOT EXISTS ( \
-                     SELECT 1 FROM outbox d WHERE d.sent_at IS NULL AND d.next_attempt_at IS NOT NULL \
-                       AND d.topic = o.topic AND d.message_key = o.message_key AND d.seq <= o.seq \
-                       AND d.next_attempt_at > now()) \
-                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                     SELECT 1 FROM waiting d \
+                     WHERE d.topic = o.topic AND d.message_key = o.message_key AND d.seq <= o.seq) \
+                 ORDER BY seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
             )
             .bind::<BigInt, _>(batch_size)
             .load(conn)
