@@ -546,7 +546,7 @@ impl WaitSampler {
         let counts = self.task.await??;
         let total: usize = counts.values().sum();
         let mut counts: Vec<_> = counts.into_iter().collect();
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         Ok(counts
             .iter()
             .take(4)
