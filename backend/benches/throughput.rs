@@ -1,24 +1,35 @@
-//! Throughput and latency of the task API and its event path, printed as a Markdown table.
+//! Throughput and latency of the task API and its event path beside PostgreSQL doing the same
+//! work, printed as one Markdown table and written as JSON.
 //!
 //! `cargo bench -p backend --bench throughput` with `DATABASE_URL` (a user that may CREATE
-//! DATABASE) and `KAFKA_BROKERS`. It creates and migrates its own `bench_<uuid>` database,
-//! starts the real application in-process on 127.0.0.1:0 with the outbox relay publishing to
-//! Kafka, drives it with concurrent HTTP clients and drops the database at the end.
+//! DATABASE) and `KAFKA_BROKERS`; needs `wrk` and `pgbench` (`./dev bench` installs wrk). It
+//! creates and migrates a `bench_<uuid>` database for the application and a second one for
+//! pgbench, starts the real application in-process on 127.0.0.1:0 with the outbox relay
+//! publishing to Kafka, and drops both databases at the end.
 //!
-//! Knobs: `BENCH_N` creates (and as many PATCHes, default 5000), `BENCH_GETS` requests per list
-//! query (default 1000). Any failed request, missing event or stuck outbox makes it exit 1.
+//! The load generator is wrk, a separate process: fixed connections for a fixed time, its own
+//! latency histogram, and little CPU per request, so the client neither shares the server's
+//! runtime nor hides server stalls behind its own. Only the event-latency phase uses the bench's
+//! own client, because it must see each create's response to time its event.
+//!
+//! Knobs: `BENCH_SECONDS` per create/update run (default 8), `BENCH_LIST_SECONDS` per list
+//! query (default 3), `BENCH_RATE` creates/s for the event latency (default 500) over
+//! `BENCH_EVENT_SECONDS` (default 5), `BENCH_BACKLOG` outbox rows for the relay (default
+//! 100000), `BENCH_OUT` the JSON file (default `<cargo target dir>/bench/throughput.json`),
+//! `PGBENCH` the pgbench binary. Any failed request, missing event or stuck outbox makes it exit 1.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use backend::configuration::Settings;
+use backend::domain::list_query::ListQuery;
 use backend::startup::Application;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rdkafka::config::ClientConfig;
@@ -33,8 +44,16 @@ use tokio::sync::watch;
 use url::Url;
 use uuid::Uuid;
 
-const CLIENTS: usize = 16;
+/// Client connections for create and update, and for the lists.
+const WRITE_CONCURRENCY: [usize; 3] = [1, 16, 64];
+const LIST_CONCURRENCY: usize = 16;
+/// The application's pool, as the backend's default `DB_POOL_SIZE`.
 const DB_POOL_SIZE: usize = 16;
+/// Writers spread over this many users, each with its own token.
+const USERS: usize = 100;
+/// Tasks of the one user whose lists are measured.
+const LIST_TASKS: usize = 10_000;
+const LIST_USER: &str = "bench-list";
 const SECRET: &str = "taskflow-bench-secret";
 /// Words put into titles, one per task in turn, so `q=<word>` matches an eighth of the tasks.
 const WORDS: [&str; 8] = [
@@ -43,11 +62,47 @@ const WORDS: [&str; 8] = [
 const SEARCH_WORD: &str = "bravo";
 const PRIORITIES: [&str; 5] = ["none", "low", "medium", "high", "urgent"];
 const LIST_LIMIT: usize = 50;
+/// Every order the API offers, then a full-text search.
+const LIST_QUERIES: [&str; 9] = [
+    "sort=due_at",
+    "sort=-due_at",
+    "sort=priority",
+    "sort=-priority",
+    "sort=created_at",
+    "sort=-created_at",
+    "sort=title",
+    "sort=-title",
+    "q=bravo",
+];
+/// Distinct request bodies handed to wrk per run.
+const BODIES: usize = 1000;
 /// How long the outbox may take to drain, and the events to arrive, before the run fails.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The bench consumer's fetch wait: short, so that it adds little to the measured event latency.
 const FETCH_WAIT_MS: &str = "10";
+/// How often pg_stat_activity is sampled while the API is loaded.
+const WAIT_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// pgbench: one create as the API writes it (the task, then its two outbox rows, one transaction).
+const PGBENCH_CREATE: &str = "\\set u random(1, 100)
+BEGIN;
+INSERT INTO tasks (id, user_id, title, description, priority, tags, series_id, created_at, updated_at) VALUES (gen_random_uuid(), 'pgbench-' || :u, :title, :description, 2, '{t1,bench}', gen_random_uuid(), now(), now()) RETURNING *;
+INSERT INTO outbox (id, topic, message_key, event_type, payload) VALUES (gen_random_uuid(), 'task-events', 'pgbench-' || :u, 'com.taskflow.task.created', :event), (gen_random_uuid(), 'task-updates', 'pgbench-' || :u, 'com.taskflow.task.changed', :notice);
+END;
+";
+/// pgbench: one update as the API does it (lock the task, update it, two outbox rows).
+const PGBENCH_UPDATE: &str = "\\set i random(1, 10000)
+BEGIN;
+SELECT version FROM tasks WHERE id = md5(CAST(:i AS text))::uuid FOR UPDATE;
+UPDATE tasks SET title = :title, priority = 3, version = version + 1, updated_at = now() WHERE id = md5(CAST(:i AS text))::uuid RETURNING *;
+INSERT INTO outbox (id, topic, message_key, event_type, payload) VALUES (gen_random_uuid(), 'task-events', md5(CAST(:i AS text)), 'com.taskflow.task.updated', :event), (gen_random_uuid(), 'task-updates', md5(CAST(:i AS text)), 'com.taskflow.task.changed', :notice);
+END;
+";
+/// The tasks pgbench's updates pick from (ids md5(1..10000), as PGBENCH_UPDATE expects).
+const PGBENCH_SEED: &str = "INSERT INTO tasks (id, user_id, title, series_id, created_at, updated_at) \
+     SELECT md5(i::text)::uuid, 'pgbench-' || (i % 100), 'Task ' || i, gen_random_uuid(), now(), now() \
+     FROM generate_series(1, 10000) i";
 
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -92,42 +147,99 @@ fn admin_url() -> anyhow::Result<Url> {
     Url::parse(&raw).context("DATABASE_URL is not a URL")
 }
 
-/// Create the database, run the bench against it, and drop the database whatever happened.
+fn env_secs(name: &str, default: usize) -> anyhow::Result<Duration> {
+    Ok(Duration::from_secs(env_usize(name, default)? as u64))
+}
+
+/// What a run does; see the module documentation for the knobs.
+struct Knobs {
+    write_time: Duration,
+    list_time: Duration,
+    rate: usize,
+    event_time: Duration,
+    backlog: usize,
+}
+
+impl Knobs {
+    fn from_env() -> anyhow::Result<Knobs> {
+        Ok(Knobs {
+            write_time: env_secs("BENCH_SECONDS", 8)?,
+            list_time: env_secs("BENCH_LIST_SECONDS", 3)?,
+            rate: env_usize("BENCH_RATE", 500)?,
+            event_time: env_secs("BENCH_EVENT_SECONDS", 5)?,
+            backlog: env_usize("BENCH_BACKLOG", 100_000)?,
+        })
+    }
+}
+
+/// The external programs: the load generator and PostgreSQL's own benchmark.
+struct Tools {
+    wrk: PathBuf,
+    pgbench: PathBuf,
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Tools {
+    fn find(server: &ServerFacts) -> anyhow::Result<Tools> {
+        let wrk = on_path("wrk").context("wrk is not on PATH (apt-get install wrk)")?;
+        let major = server.version.split('.').next().unwrap_or_default();
+        let pgbench = std::env::var_os("PGBENCH")
+            .map(PathBuf::from)
+            .or_else(|| on_path("pgbench"))
+            .or_else(|| {
+                let p = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/pgbench"));
+                p.is_file().then_some(p)
+            })
+            .context("pgbench not found (set PGBENCH, or install postgresql-{major})")?;
+        Ok(Tools { wrk, pgbench })
+    }
+}
+
+/// Create the databases, run the bench against them, and drop them whatever happened.
 async fn bench() -> anyhow::Result<()> {
     let admin = admin_url()?;
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let n = env_usize("BENCH_N", 5000)?;
-    let gets = env_usize("BENCH_GETS", 1000)?;
+    let knobs = Knobs::from_env()?;
     let name = format!("bench_{}", Uuid::now_v7().simple());
+    let pg_name = format!("{name}_pgbench");
 
     let mut conn = AsyncPgConnection::establish(admin.as_str())
         .await
         .context("connecting to DATABASE_URL")?;
     let server = server_facts(&mut conn).await?;
     drop(conn);
+    let tools = Tools::find(&server)?;
 
     let started = Instant::now();
     let outcome = async {
         let url = create_database(admin.as_str(), &name, None).await?;
-        run(&url, &brokers, n, gets, &server, started).await
+        let pg_url = create_database(admin.as_str(), &pg_name, None).await?;
+        run(&url, &pg_url, &brokers, &knobs, &tools, &server, started).await
     }
     .await;
 
     let dropped = async {
         let mut conn = AsyncPgConnection::establish(admin.as_str()).await?;
-        // FORCE: the relay's LISTEN connection and the app's pool are still open.
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await?;
+        for db in [&name, &pg_name] {
+            // FORCE: the relay's LISTEN connection and the app's pool are still open.
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await?;
+        }
         anyhow::Ok(())
     }
     .await;
     if let Err(e) = &dropped {
-        eprintln!("bench: could not drop database {name}: {e:#}");
+        eprintln!("bench: could not drop database {name} or {pg_name}: {e:#}");
     }
     outcome?;
     eprintln!(
-        "bench: finished in {:.1} s; database {name} dropped",
+        "bench: finished in {:.1} s; databases {name} and {pg_name} dropped",
         started.elapsed().as_secs_f64()
     );
     dropped
@@ -163,18 +275,18 @@ fn settings(database_url: &str, brokers: &str) -> Settings {
     let mut s = Settings::local(database_url, SECRET);
     s.common.db_pool_size = DB_POOL_SIZE;
     s.common.kafka_brokers = brokers.to_owned();
-    s.events.poll_interval = Duration::from_millis(200);
     s.events.max_backoff = Duration::from_secs(2);
     s.events.publish_timeout = Duration::from_secs(5);
     s
 }
 
-/// Everything between creating and dropping the database.
+/// Everything between creating and dropping the databases.
 async fn run(
     database_url: &str,
+    pg_url: &str,
     brokers: &str,
-    n: usize,
-    gets: usize,
+    knobs: &Knobs,
+    tools: &Tools,
     server: &ServerFacts,
     started: Instant,
 ) -> anyhow::Result<()> {
@@ -186,63 +298,291 @@ async fn run(
     let app = Application::build(&settings(database_url, brokers))
         .await
         .context("building the application")?;
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let bench = Bench {
+        address: format!("http://127.0.0.1:{}", app.port()),
+        database_url: database_url.to_owned(),
+        pg_url: pg_url.to_owned(),
+        brokers: brokers.to_owned(),
+        pool: pool.clone(),
+        tools,
+        knobs,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
     let app_task = tokio::spawn(app.run_until_stopped());
-    let result = measure(&address, brokers, &pool, n, gets, server, started).await;
+    let result = bench.measure(server, started).await;
     // Dropping the runtime at exit stops the server; the relay's connections end with DROP ... FORCE.
     app_task.abort();
     pool.close();
     result
 }
 
-struct Api {
-    client: reqwest::Client,
-    address: String,
-    user: String,
-    token: String,
+/// One load run: throughput, latency percentiles and failed requests.
+#[derive(Debug, Clone)]
+struct Load {
+    per_second: f64,
+    p50: Duration,
+    p95: Duration,
+    p99: Duration,
+    max: Duration,
+    errors: u64,
 }
 
-impl Api {
-    /// Send, read the whole body, and fail unless the status is `expect`.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        expect: StatusCode,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.address))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(body);
+impl Load {
+    fn from_latencies(
+        count: usize,
+        elapsed: Duration,
+        mut latencies: Vec<Duration>,
+        errors: u64,
+    ) -> Load {
+        latencies.sort_unstable();
+        Load {
+            per_second: count as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&latencies, 50.0),
+            p95: percentile(&latencies, 95.0),
+            p99: percentile(&latencies, 99.0),
+            max: latencies.last().copied().unwrap_or_default(),
+            errors,
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .with_context(|| format!("{method} {path}: reading the body"))?;
-        if status != expect {
-            let text = String::from_utf8_lossy(&bytes);
-            bail!(
-                "{method} {path}: expected {expect}, got {status}: {}",
-                text.chars().take(500).collect::<String>()
-            );
-        }
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: body is not JSON"))
     }
 
-    fn tasks(&self) -> String {
-        format!("/api/{}/tasks", self.user)
+    fn json(&self) -> Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        json!({
+            "per_second": self.per_second, "p50_ms": ms(self.p50), "p95_ms": ms(self.p95),
+            "p99_ms": ms(self.p99), "max_ms": ms(self.max), "errors": self.errors,
+        })
     }
+}
+
+/// A line of the report: the API's figures, optionally beside PostgreSQL doing the same work.
+struct Row {
+    what: String,
+    concurrency: Option<usize>,
+    /// A measured load, or a single figure (`value`).
+    load: Option<Load>,
+    value: String,
+    postgres: Option<Load>,
+}
+
+impl Row {
+    fn load(
+        what: impl Into<String>,
+        concurrency: usize,
+        load: Load,
+        postgres: Option<Load>,
+    ) -> Row {
+        Row {
+            what: what.into(),
+            concurrency: Some(concurrency),
+            load: Some(load),
+            value: String::new(),
+            postgres,
+        }
+    }
+
+    fn value(what: impl Into<String>, value: impl Into<String>) -> Row {
+        Row {
+            what: what.into(),
+            concurrency: None,
+            load: None,
+            value: value.into(),
+            postgres: None,
+        }
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        Some(self.load.as_ref()?.per_second / self.postgres.as_ref()?.per_second)
+    }
+
+    fn print(&self) {
+        let c = self.concurrency.map(|c| c.to_string()).unwrap_or_default();
+        let (rate, p50, p95, p99, errors) = match &self.load {
+            Some(l) => (
+                format!("{:.0}/s", l.per_second),
+                ms(l.p50),
+                ms(l.p95),
+                ms(l.p99),
+                l.errors.to_string(),
+            ),
+            None => (
+                self.value.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        let (pg, pg50, pg99) = match &self.postgres {
+            Some(p) => (format!("{:.0} tps", p.per_second), ms(p.p50), ms(p.p99)),
+            None => Default::default(),
+        };
+        let ratio = self.ratio().map(|r| format!("{r:.2}")).unwrap_or_default();
+        println!(
+            "| {} | {c} | {rate} | {p50} | {p95} | {p99} | {errors} | {pg} | {pg50} | {pg99} | {ratio} |",
+            self.what
+        );
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "what": self.what, "concurrency": self.concurrency,
+            "taskflow": self.load.as_ref().map(Load::json),
+            "value": (!self.value.is_empty()).then_some(&self.value),
+            "postgres": self.postgres.as_ref().map(Load::json),
+            "ratio": self.ratio(),
+        })
+    }
+}
+
+/// One request wrk sends; a run cycles through a list of them.
+struct WrkRequest {
+    method: &'static str,
+    path: String,
+    token: String,
+    body: Option<String>,
+}
+
+/// wrk's Lua: cycle through the requests (each thread from its own offset), then print the
+/// totals and the latency percentiles (microseconds) on lines the bench parses.
+fn wrk_script(requests: &[WrkRequest]) -> String {
+    let mut lua = String::from("local reqs = {\n");
+    for r in requests {
+        let body = r
+            .body
+            .as_deref()
+            .map_or_else(|| "nil".to_owned(), |b| format!("[==[{b}]==]"));
+        let _ = writeln!(
+            lua,
+            "  {{\"{}\", \"{}\", \"Bearer {}\", {body}}},",
+            r.method, r.path, r.token
+        );
+    }
+    lua.push_str(
+        r#"}
+local threads = 0
+function setup(thread)
+  thread:set("first", threads * 7919)
+  threads = threads + 1
+end
+function init(args)
+  i = first or 0
+end
+function request()
+  i = i + 1
+  local r = reqs[(i % #reqs) + 1]
+  local headers = { ["Authorization"] = r[3] }
+  if r[4] then headers["Content-Type"] = "application/json" end
+  return wrk.format(r[1], r[2], headers, r[4])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK_RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout + e.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+"#,
+    );
+    lua
+}
+
+fn micros(field: Option<&str>) -> anyhow::Result<u64> {
+    field
+        .context("a field is missing")?
+        .parse::<f64>()
+        .map(|v| v as u64)
+        .context("not a number")
+}
+
+/// pg_stat_activity sampled while a load runs: what the application's sessions were waiting on.
+struct WaitSampler {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<HashMap<String, usize>>>,
+}
+
+#[derive(QueryableByName)]
+struct Wait {
+    #[diesel(sql_type = Text)]
+    v: String,
+}
+
+impl WaitSampler {
+    fn start(database_url: &str) -> WaitSampler {
+        let (stop, mut stopped) = watch::channel(false);
+        let url = database_url.to_owned();
+        let task = tokio::spawn(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let mut counts = HashMap::new();
+            while !*stopped.borrow() {
+                let waits: Vec<Wait> = diesel::sql_query(
+                    "SELECT CASE WHEN state = 'idle in transaction' THEN 'idle in transaction' \
+                            ELSE coalesce(wait_event_type || ':' || wait_event, 'CPU') END AS v \
+                     FROM pg_stat_activity WHERE datname = current_database() \
+                       AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+                       AND state <> 'idle'",
+                )
+                .load(&mut conn)
+                .await?;
+                for w in waits {
+                    *counts.entry(w.v).or_insert(0) += 1;
+                }
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    _ = tokio::time::sleep(WAIT_SAMPLE_EVERY) => {}
+                }
+            }
+            Ok(counts)
+        });
+        WaitSampler { stop, task }
+    }
+
+    /// The most frequent states, as shares of all samples of busy sessions.
+    async fn finish(self) -> anyhow::Result<String> {
+        let _ = self.stop.send(true);
+        let counts = self.task.await??;
+        let total: usize = counts.values().sum();
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        Ok(counts
+            .iter()
+            .take(4)
+            .map(|(what, n)| format!("{what} {:.0} %", 100.0 * *n as f64 / total.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(", "))
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    b: bool,
+}
+
+#[derive(QueryableByName)]
+struct TaskRef {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    user_id: String,
+}
+
+async fn execute(url: &str, sql: &str) -> anyhow::Result<usize> {
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    Ok(diesel::sql_query(sql).execute(&mut conn).await?)
+}
+
+fn user(k: usize) -> String {
+    format!("bench-w{k}")
 }
 
 fn title(i: usize) -> String {
@@ -262,136 +602,524 @@ fn create_body(i: usize) -> Value {
     body
 }
 
-/// One request's outcome.
-struct Sample<T> {
-    index: usize,
-    latency: Duration,
-    value: T,
+/// The pgbench variables that stand for what the API writes: a title, a description and the two
+/// outbox payloads, taken from rows the API wrote.
+async fn pgbench_vars(pool: &DbPool) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut conn = pool.get().await?;
+    let mut payload = async |topic: &str| -> anyhow::Result<String> {
+        Ok(diesel::sql_query(
+            "SELECT payload::text AS v FROM outbox WHERE topic = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind::<Text, _>(topic)
+        .get_result::<Setting>(&mut conn)
+        .await?
+        .v)
+    };
+    let event = payload(TASK_EVENTS).await?;
+    let notice = payload("task-updates").await?;
+    let body = create_body(1);
+    Ok(vec![
+        (
+            "title",
+            body["title"].as_str().unwrap_or_default().to_owned(),
+        ),
+        (
+            "description",
+            body["description"].as_str().unwrap_or_default().to_owned(),
+        ),
+        ("event", event),
+        ("notice", notice),
+    ])
 }
 
-struct Phase<T> {
-    samples: Vec<Sample<T>>,
-    start: Instant,
-    elapsed: Duration,
+struct Bench<'a> {
+    address: String,
+    database_url: String,
+    pg_url: String,
+    brokers: String,
+    pool: DbPool,
+    tools: &'a Tools,
+    knobs: &'a Knobs,
+    client: reqwest::Client,
+    rows: Vec<Row>,
+    /// Findings printed under the table (wait events, catch-up times).
+    notes: Vec<String>,
 }
 
-impl<T> Phase<T> {
-    fn latencies(&self) -> Vec<Duration> {
-        self.samples.iter().map(|s| s.latency).collect()
+/// A scratch directory for wrk's scripts and pgbench's logs.
+fn scratch(what: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "taskflow-bench-{}-{what}-{}",
+        std::process::id(),
+        Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Run a program to completion off the runtime; its stdout, or its stderr as the error.
+async fn run_tool(mut command: std::process::Command) -> anyhow::Result<String> {
+    let shown = format!("{command:?}");
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await?
+        .with_context(|| format!("running {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Bench<'_> {
+    /// Drive the API with wrk at `concurrency` connections for `time`.
+    async fn wrk(
+        &self,
+        requests: &[WrkRequest],
+        concurrency: usize,
+        time: Duration,
+    ) -> anyhow::Result<Load> {
+        let dir = scratch("wrk")?;
+        let script = dir.join("requests.lua");
+        std::fs::write(&script, wrk_script(requests))?;
+        let mut command = std::process::Command::new(&self.tools.wrk);
+        command
+            .arg(format!("--threads={}", concurrency.min(2)))
+            .arg(format!("--connections={concurrency}"))
+            .arg(format!("--duration={}s", time.as_secs()))
+            .arg("--timeout=10s")
+            .arg(format!("--script={}", script.display()))
+            .arg(&self.address);
+        let out = run_tool(command).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = out?;
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix("WRK_RESULT "))
+            .ok_or_else(|| anyhow!("wrk printed no result: {out}"))?;
+        let mut f = line.split_whitespace();
+        let (requests, duration, errors) =
+            (micros(f.next())?, micros(f.next())?, micros(f.next())?);
+        let mut next = || micros(f.next()).map(Duration::from_micros);
+        Ok(Load {
+            per_second: requests as f64 / (duration as f64 / 1e6),
+            p50: next()?,
+            p95: next()?,
+            p99: next()?,
+            max: next()?,
+            errors,
+        })
     }
 
-    fn per_second(&self) -> f64 {
-        self.samples.len() as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// Run `op(0..total)` on `clients` concurrent tasks; the first error stops every client.
-async fn drive<T, F, Fut>(total: usize, clients: usize, op: F) -> anyhow::Result<Phase<T>>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
-{
-    let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let (op, next, failed) = (op.clone(), next.clone(), failed.clone());
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                // UFCS: diesel-async's RunQueryDsl::load would shadow the method.
-                while !AtomicBool::load(&failed, Ordering::Relaxed) {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= total {
-                        break;
-                    }
-                    let t0 = Instant::now();
-                    match op(index).await {
-                        Ok(value) => samples.push(Sample {
-                            index,
-                            latency: t0.elapsed(),
-                            value,
-                        }),
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            return Err(e);
+    /// Run `script` in pgbench against `url` with `protocol` as the API's driver speaks it for
+    /// that work: `prepared` for diesel's cached writes, `extended` (unnamed statements, planned
+    /// for their parameters) for `sql_query`, which diesel never caches.
+    async fn pgbench(
+        &self,
+        url: &str,
+        protocol: &str,
+        script: &str,
+        vars: &[(&str, String)],
+        concurrency: usize,
+        time: Duration,
+    ) -> anyhow::Result<Load> {
+        let dir = scratch("pgbench")?;
+        let file = dir.join("script.sql");
+        std::fs::write(&file, script)?;
+        let mut command = std::process::Command::new(&self.tools.pgbench);
+        command
+            .args(["--no-vacuum", "--log"])
+            .arg(format!("--protocol={protocol}"))
+            .arg(format!("--log-prefix={}", dir.join("log").display()))
+            .arg(format!("--client={concurrency}"))
+            .arg(format!("--jobs={}", concurrency.min(2)))
+            .arg(format!("--time={}", time.as_secs()))
+            .arg(format!("--file={}", file.display()));
+        for (name, value) in vars {
+            command.arg(format!("--define={name}={value}"));
+        }
+        command.arg(url);
+        let outcome = async {
+            let out = run_tool(command).await?;
+            let tps: f64 = out
+                .lines()
+                .find_map(|l| l.strip_prefix("tps = "))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| anyhow!("pgbench printed no tps: {out}"))?;
+            let failed: u64 = out
+                .lines()
+                .find_map(|l| l.strip_prefix("number of failed transactions: "))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            // Per-transaction log lines: client, transaction, latency in µs, ...
+            let mut latencies = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("log"))
+                {
+                    for line in std::fs::read_to_string(&path)?.lines() {
+                        if let Some(us) =
+                            line.split_whitespace().nth(2).and_then(|v| v.parse().ok())
+                        {
+                            latencies.push(Duration::from_micros(us));
                         }
                     }
                 }
-                Ok(samples)
-            })
-        })
-        .collect();
-    let mut samples = Vec::with_capacity(total);
-    let mut first_error = None;
-    for worker in workers {
-        match worker.await {
-            Ok(Ok(s)) => samples.extend(s),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
             }
-            Err(e) => {
-                first_error.get_or_insert(anyhow!("a client task died: {e}"));
+            let mut load = Load::from_latencies(latencies.len(), time, latencies, failed);
+            load.per_second = tps;
+            anyhow::Ok(load)
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome
+    }
+
+    async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        let mut conn = self.pool.get().await?;
+        Ok(diesel::sql_query(sql)
+            .get_result::<Count>(&mut conn)
+            .await?
+            .n)
+    }
+
+    /// Poll until no outbox row waits to be published; returns when that was seen.
+    async fn drained(&self) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let mut conn = self.pool.get().await?;
+            let pending = diesel::sql_query(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL) AS b",
+            )
+            .get_result::<Flag>(&mut conn)
+            .await?
+            .b;
+            if !pending {
+                return Ok(Instant::now());
             }
+            if Instant::now() >= deadline {
+                let error = diesel::sql_query(
+                    "SELECT coalesce(max(last_error), 'none recorded') AS v FROM outbox WHERE sent_at IS NULL",
+                )
+                .get_result::<Setting>(&mut conn)
+                .await?
+                .v;
+                bail!("the outbox still holds unsent rows after {DRAIN_TIMEOUT:?} (last error: {error})");
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let elapsed = start.elapsed();
-    if let Some(e) = first_error {
-        return Err(e);
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.address))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
     }
-    if samples.len() != total {
-        bail!("{} of {total} requests completed", samples.len());
+
+    /// Create and update at each concurrency, each beside pgbench doing the same writes.
+    async fn writes(&mut self, tokens: &[String]) -> anyhow::Result<()> {
+        let vars = pgbench_vars(&self.pool).await?;
+        execute(&self.pg_url, PGBENCH_SEED).await?;
+        let creates: Vec<WrkRequest> = (0..BODIES)
+            .map(|i| WrkRequest {
+                method: "POST",
+                path: format!("/api/{}/tasks", user(i % USERS)),
+                token: tokens[i % USERS].clone(),
+                body: Some(create_body(i).to_string()),
+            })
+            .collect();
+        for c in WRITE_CONCURRENCY {
+            self.write_run("POST /tasks (create)", &creates, c, PGBENCH_CREATE, &vars)
+                .await?;
+        }
+        let mut conn = self.pool.get().await?;
+        let tasks: Vec<TaskRef> = diesel::sql_query(
+            "SELECT id::text AS id, user_id FROM tasks WHERE user_id LIKE 'bench-w%' ORDER BY random() LIMIT 10000",
+        )
+        .load(&mut conn)
+        .await?;
+        drop(conn);
+        let index: HashMap<String, usize> = (0..USERS).map(|k| (user(k), k)).collect();
+        let updates: Vec<WrkRequest> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| WrkRequest {
+                method: "PATCH",
+                path: format!("/api/{}/tasks/{}", t.user_id, t.id),
+                token: tokens[index[&t.user_id]].clone(),
+                body: Some(
+                    json!({"title": format!("{} edited", title(i)), "priority": PRIORITIES[(i + 1) % PRIORITIES.len()]})
+                        .to_string(),
+                ),
+            })
+            .collect();
+        for c in WRITE_CONCURRENCY {
+            self.write_run(
+                "PATCH /tasks/{id} (update)",
+                &updates,
+                c,
+                PGBENCH_UPDATE,
+                &vars,
+            )
+            .await?;
+        }
+        Ok(())
     }
-    samples.sort_by_key(|s| s.index);
-    Ok(Phase {
-        samples,
-        start,
-        elapsed,
-    })
-}
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
+    /// One write run: the API under wrk with pg_stat_activity sampled, the relay catching up,
+    /// then pgbench at the same concurrency.
+    async fn write_run(
+        &mut self,
+        what: &str,
+        requests: &[WrkRequest],
+        c: usize,
+        script: &str,
+        vars: &[(&str, String)],
+    ) -> anyhow::Result<()> {
+        let time = self.knobs.write_time;
+        let sampler = WaitSampler::start(&self.database_url);
+        let load = self
+            .wrk(requests, c, time)
+            .await
+            .with_context(|| format!("{what} c={c}"))?;
+        let done = Instant::now();
+        let waits = sampler.finish().await?;
+        let caught_up = self.drained().await? - done;
+        let pg = self
+            .pgbench(&self.pg_url, "prepared", script, vars, c, time)
+            .await
+            .with_context(|| format!("pgbench for {what} c={c}"))?;
+        self.notes.push(format!(
+            "{what} c={c}: the application's busy sessions were {waits}; the relay caught up {} after the load",
+            ms(caught_up)
+        ));
+        if load.errors > 0 {
+            bail!("{what} c={c}: {} requests failed", load.errors);
+        }
+        self.rows.push(Row::load(what, c, load, Some(pg)));
+        Ok(())
+    }
 
-async fn count(pool: &DbPool, sql: &str) -> anyhow::Result<i64> {
-    let mut conn = pool.get().await?;
-    Ok(diesel::sql_query(sql)
-        .get_result::<Count>(&mut conn)
-        .await?
-        .n)
-}
-
-/// Poll until no outbox row waits to be published; returns when that was seen.
-async fn drained(pool: &DbPool) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    loop {
-        let pending = count(
-            pool,
-            "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL",
+    /// 10,000 tasks of one user, then each list order and a search, beside pgbench running the
+    /// very SQL the API sends for that page.
+    async fn lists(&mut self) -> anyhow::Result<()> {
+        execute(
+            &self.database_url,
+            &format!(
+                "INSERT INTO tasks (id, user_id, title, description, priority, tags, due_at, series_id, created_at, updated_at) \
+                 SELECT gen_random_uuid(), '{LIST_USER}', \
+                        'Task ' || i || ' ' || (ARRAY['{}'])[1 + i % {}] || ' benchmark', \
+                        'Generated by the throughput benchmark, number ' || i || ', to give full-text search some text.', \
+                        i % 5, ARRAY['t' || (i % 10), 'bench'], \
+                        CASE WHEN i % 2 = 0 THEN timestamptz '2030-01-01T09:00:00Z' + (i % 28) * interval '1 day' END, \
+                        gen_random_uuid(), now() - i * interval '1 second', now() \
+                 FROM generate_series(0, {}) i",
+                WORDS.join("','"),
+                WORDS.len(),
+                LIST_TASKS - 1
+            ),
         )
         .await?;
-        if pending == 0 {
-            return Ok(Instant::now());
+        execute(&self.database_url, "ANALYZE tasks").await?;
+        let token = backend::auth::issue_token(SECRET, LIST_USER, Duration::from_secs(3600))?;
+        let path = format!("/api/{LIST_USER}/tasks");
+        for query in LIST_QUERIES {
+            let query = format!("{query}&limit={LIST_LIMIT}");
+            let (status, page) = self
+                .call(Method::GET, &format!("{path}?{query}"), &token, None)
+                .await?;
+            let items = page["items"].as_array().map_or(0, Vec::len);
+            if status != StatusCode::OK || items != LIST_LIMIT {
+                bail!("GET {path}?{query}: {status}, {items} items");
+            }
+            let requests = [WrkRequest {
+                method: "GET",
+                path: format!("{path}?{query}"),
+                token: token.clone(),
+                body: None,
+            }];
+            let load = self
+                .wrk(&requests, LIST_CONCURRENCY, self.knobs.list_time)
+                .await?;
+            let pg = self
+                .pgbench(
+                    &self.database_url,
+                    "extended",
+                    &list_script(&query)?,
+                    &[
+                        ("user", LIST_USER.to_owned()),
+                        ("q", SEARCH_WORD.to_owned()),
+                        ("limit", (LIST_LIMIT + 1).to_string()),
+                    ],
+                    LIST_CONCURRENCY,
+                    self.knobs.list_time,
+                )
+                .await?;
+            if load.errors > 0 {
+                bail!("GET {path}?{query}: {} requests failed", load.errors);
+            }
+            self.rows.push(Row::load(
+                format!("GET /tasks?{query} ({LIST_TASKS} tasks)"),
+                LIST_CONCURRENCY,
+                load,
+                Some(pg),
+            ));
         }
-        if Instant::now() >= deadline {
-            let mut conn = pool.get().await?;
-            let error = diesel::sql_query(
-                "SELECT coalesce(max(last_error), 'none recorded') AS v FROM outbox WHERE sent_at IS NULL",
-            )
-            .get_result::<Setting>(&mut conn)
-            .await?
-            .v;
-            bail!(
-                "the outbox still holds {pending} unsent rows after {DRAIN_TIMEOUT:?} (last error: {error})"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok(())
     }
+
+    /// Creates at a fixed rate from the bench's own client, and when each one's event arrives.
+    async fn event_latency(&mut self) -> anyhow::Result<()> {
+        let user = "bench-events";
+        let token = Arc::new(backend::auth::issue_token(
+            SECRET,
+            user,
+            Duration::from_secs(3600),
+        )?);
+        let total = self.knobs.rate * self.knobs.event_time.as_secs() as usize;
+        let consumer = consumer_at_end(&self.brokers).await?;
+        let (stop, stopped) = watch::channel(false);
+        let arrivals = tokio::spawn(collect_created(consumer, user.to_owned(), total, stopped));
+        let mut ticks =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / self.knobs.rate as f64));
+        let start = Instant::now();
+        let mut requests = Vec::with_capacity(total);
+        for i in 0..total {
+            ticks.tick().await;
+            let (client, address, token) =
+                (self.client.clone(), self.address.clone(), token.clone());
+            requests.push(tokio::spawn(async move {
+                let t0 = Instant::now();
+                let response = client
+                    .post(format!("{address}/api/{user}/tasks"))
+                    .bearer_auth(token.as_str())
+                    .json(&create_body(i))
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body: Value = response.json().await?;
+                let returned = Instant::now();
+                if status != StatusCode::CREATED {
+                    bail!("create: {status}: {body}");
+                }
+                let id = body["id"]
+                    .as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| anyhow!("no id in {body}"))?;
+                anyhow::Ok((id, returned, returned - t0))
+            }));
+        }
+        let mut created = Vec::with_capacity(total);
+        for r in requests {
+            created.push(r.await??);
+        }
+        let elapsed = start.elapsed();
+        let arrivals = match tokio::time::timeout(ARRIVAL_TIMEOUT, arrivals).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                let _ = stop.send(true);
+                bail!("not every created event reached {TASK_EVENTS} within {ARRIVAL_TIMEOUT:?}");
+            }
+        };
+        let mut latencies = Vec::with_capacity(total);
+        for (id, returned, _) in &created {
+            let at = arrivals
+                .at
+                .get(id)
+                .ok_or_else(|| anyhow!("the created event of task {id} never arrived"))?;
+            latencies.push(at.saturating_duration_since(*returned));
+        }
+        let rate = self.knobs.rate;
+        self.rows.push(Row::load(
+            format!("POST /tasks at a fixed {rate}/s"),
+            0,
+            Load::from_latencies(total, elapsed, created.iter().map(|c| c.2).collect(), 0),
+            None,
+        ));
+        let mut event = Load::from_latencies(total, elapsed, latencies, 0);
+        event.errors = arrivals.duplicates as u64;
+        self.notes.push(format!(
+            "events at {rate}/s: {} offsets handed to the bench consumer again by the broker's fetch path (ignored)",
+            arrivals.redelivered
+        ));
+        self.rows.push(Row::load(
+            format!("create response → `created` on Kafka at {rate}/s"),
+            0,
+            event,
+            None,
+        ));
+        Ok(())
+    }
+
+    /// The relay draining a backlog inserted in one transaction (copies of real rows, 1000 keys).
+    async fn relay_backlog(&mut self) -> anyhow::Result<()> {
+        let backlog = self.knobs.backlog;
+        self.drained().await?;
+        execute(
+            &self.database_url,
+            &format!(
+                "INSERT INTO outbox (id, topic, message_key, event_type, payload) \
+                 SELECT gen_random_uuid(), r.topic, r.message_key || '-' || (i % 500), r.event_type, r.payload \
+                 FROM (SELECT topic, message_key, event_type, payload FROM outbox ORDER BY seq DESC LIMIT 2) r, \
+                      generate_series(1, {}) i",
+                backlog / 2
+            ),
+        )
+        .await?;
+        let t0 = Instant::now();
+        let done = self.drained().await?;
+        let rows = backlog / 2 * 2;
+        self.rows.push(Row::value(
+            format!("relay draining a backlog of {rows} outbox rows"),
+            format!(
+                "{:.0} rows/s ({:.2} s)",
+                rows as f64 / (done - t0).as_secs_f64(),
+                (done - t0).as_secs_f64()
+            ),
+        ));
+        Ok(())
+    }
+}
+
+/// The API's own SQL for the first page of `query`, with pgbench variables for its parameters.
+fn list_script(query: &str) -> anyhow::Result<String> {
+    let parsed = ListQuery::parse(query).map_err(|e| anyhow!("{query}: {e:?}"))?;
+    let mut sql = backend::listing::sql(&parsed);
+    // Parameters in listing's bind order: the user, the search text if any, the limit.
+    let mut names = vec!["user"];
+    if parsed.q.is_some() {
+        names.push("q");
+    }
+    names.push("limit");
+    for (n, name) in names.iter().enumerate().rev() {
+        sql = sql.replace(&format!("${}", n + 1), &format!(":{name}"));
+    }
+    Ok(format!("{sql};\n"))
 }
 
 /// A consumer of `task-events` assigned at the current end of every partition, so it sees exactly
@@ -480,6 +1208,109 @@ async fn collect_created(
     Ok(arrivals)
 }
 
+impl Bench<'_> {
+    async fn measure(mut self, server: &ServerFacts, started: Instant) -> anyhow::Result<()> {
+        let load_before = load_average();
+        let tokens = (0..USERS)
+            .map(|k| backend::auth::issue_token(SECRET, &user(k), Duration::from_secs(3600)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        // The relay's first publish after startup (a cold Kafka producer), then an idle relay's
+        // single event.
+        let mut single_event = Vec::new();
+        for i in 0..2 {
+            let t0 = Instant::now();
+            let (status, body) = self
+                .call(
+                    Method::POST,
+                    &format!("/api/{}/tasks", user(0)),
+                    &tokens[0],
+                    Some(&json!({ "title": format!("Warm-up {i}") })),
+                )
+                .await?;
+            if status != StatusCode::CREATED {
+                bail!("warm-up create: {status}: {body}");
+            }
+            single_event.push(self.drained().await? - t0);
+        }
+
+        self.writes(&tokens).await?;
+        self.lists().await?;
+        self.event_latency().await?;
+        self.relay_backlog().await?;
+        self.rows.push(Row::value(
+            "relay cold start: first create → outbox drained",
+            ms(single_event[0]),
+        ));
+        self.rows.push(Row::value(
+            "idle relay: one create → outbox drained",
+            ms(single_event[1]),
+        ));
+        let rss = proc_status_mib("VmRSS").unwrap_or(f64::NAN);
+        let hwm = proc_status_mib("VmHWM").unwrap_or(f64::NAN);
+        self.rows.push(Row::value(
+            "memory of the bench process (server + relay + event client; wrk and pgbench run apart): VmRSS / peak VmHWM",
+            format!("{rss:.1} MiB / {hwm:.1} MiB"),
+        ));
+        let outbox_rows = self.count("SELECT count(*) AS n FROM outbox").await?;
+
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let machine = format!(
+            "nproc = {cpus} ({}), load average at start {load_before}, at end {}",
+            cpu_model(),
+            load_average()
+        );
+        let fsync_note = if server.fsync == "off" {
+            " (**fsync=off**: numbers are optimistic for durable storage)"
+        } else {
+            ""
+        };
+        let setup = format!(
+            "PostgreSQL {} with fsync={}{fsync_note}; Kafka at {}; wrk {} s per write run and {} s per list, {USERS} users, DB pool {DB_POOL_SIZE}; \
+             pgbench on the same server; everything on 127.0.0.1",
+            server.version, server.fsync, self.brokers, self.knobs.write_time.as_secs(), self.knobs.list_time.as_secs()
+        );
+        println!();
+        println!("## TaskFlow beside PostgreSQL");
+        println!();
+        println!("- Machine: {machine}");
+        println!("- {setup}");
+        println!();
+        println!("| Measurement | c | TaskFlow | p50 | p95 | p99 | errors | PostgreSQL, same work | p50 | p99 | ratio |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        for row in &self.rows {
+            row.print();
+        }
+        println!();
+        println!(
+            "c = 0: a fixed rate (open loop) instead of fixed connections. Each change writes 2 outbox rows; {outbox_rows} in the outbox at the end. \
+             For the event latency, errors counts `created` events published twice. Run time: {:.1} s.",
+            started.elapsed().as_secs_f64()
+        );
+        for note in &self.notes {
+            println!("- {note}");
+        }
+        let report = json!({
+            "machine": machine, "setup": setup,
+            "rows": self.rows.iter().map(Row::json).collect::<Vec<_>>(),
+            "notes": self.notes,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        let out = match std::env::var_os("BENCH_OUT") {
+            Some(p) => PathBuf::from(p),
+            // The bench runs from its package directory; put the report in cargo's target dir.
+            None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../bench/throughput.json"),
+        };
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("bench: report written to {}", out.display());
+        Ok(())
+    }
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -491,46 +1322,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-struct Row {
-    what: String,
-    count: String,
-    rate: String,
-    latencies: Option<Vec<Duration>>,
-}
-
-impl Row {
-    fn new(what: impl Into<String>, count: impl Into<String>, rate: impl Into<String>) -> Row {
-        Row {
-            what: what.into(),
-            count: count.into(),
-            rate: rate.into(),
-            latencies: None,
-        }
-    }
-
-    fn with_latencies(mut self, mut latencies: Vec<Duration>) -> Row {
-        latencies.sort_unstable();
-        self.latencies = Some(latencies);
-        self
-    }
-
-    fn print(&self) {
-        let (p50, p95, p99, max) = match &self.latencies {
-            Some(l) => (
-                ms(percentile(l, 50.0)),
-                ms(percentile(l, 95.0)),
-                ms(percentile(l, 99.0)),
-                ms(l.last().copied().unwrap_or_default()),
-            ),
-            None => Default::default(),
-        };
-        println!(
-            "| {} | {} | {} | {p50} | {p95} | {p99} | {max} |",
-            self.what, self.count, self.rate
-        );
-    }
 }
 
 /// A field of /proc/self/status such as `VmRSS`, in MiB.
@@ -559,306 +1350,4 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
-}
-
-async fn measure(
-    address: &str,
-    brokers: &str,
-    pool: &DbPool,
-    n: usize,
-    gets: usize,
-    server: &ServerFacts,
-    started: Instant,
-) -> anyhow::Result<()> {
-    let user = format!("bench-{}", Uuid::now_v7().simple());
-    let api = Arc::new(Api {
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?,
-        address: address.to_owned(),
-        token: backend::auth::issue_token(SECRET, &user, Duration::from_secs(3600))?,
-        user: user.clone(),
-    });
-    let load_before = load_average();
-
-    // Open the client connections before anything is timed.
-    {
-        let api = api.clone();
-        drive(CLIENTS * 4, CLIENTS, move |_| {
-            let api = api.clone();
-            async move {
-                let response = api
-                    .client
-                    .get(format!("{}/health", api.address))
-                    .send()
-                    .await?;
-                if !response.status().is_success() {
-                    bail!("GET /health: {}", response.status());
-                }
-                response.bytes().await?;
-                Ok(())
-            }
-        })
-        .await
-        .context("warming up")?;
-    }
-
-    // The relay's first publish after startup (a cold Kafka producer), then an idle relay's
-    // single event; a separate user so that the measured user's lists hold exactly N tasks.
-    let warm_user = format!("bench-warmup-{}", Uuid::now_v7().simple());
-    let warm = Api {
-        client: api.client.clone(),
-        address: api.address.clone(),
-        token: backend::auth::issue_token(SECRET, &warm_user, Duration::from_secs(3600))?,
-        user: warm_user,
-    };
-    let mut single_event = Vec::new();
-    for i in 0..2 {
-        let t0 = Instant::now();
-        warm.call(
-            Method::POST,
-            &warm.tasks(),
-            Some(&json!({ "title": format!("Warm-up {i}") })),
-            StatusCode::CREATED,
-        )
-        .await
-        .context("warm-up create")?;
-        single_event.push(drained(pool).await? - t0);
-    }
-    let baseline_rows = count(pool, "SELECT count(*) AS n FROM outbox").await?;
-
-    // (a) + (d): creates, each one's event on task-events, and the relay draining the outbox.
-    let consumer = consumer_at_end(brokers).await?;
-    let (stop, stopped) = watch::channel(false);
-    let arrivals = tokio::spawn(collect_created(consumer, user.clone(), n, stopped));
-    let creates = {
-        let api = api.clone();
-        drive(n, CLIENTS, move |i| {
-            let api = api.clone();
-            async move {
-                let body = api
-                    .call(
-                        Method::POST,
-                        &api.tasks(),
-                        Some(&create_body(i)),
-                        StatusCode::CREATED,
-                    )
-                    .await?;
-                let returned = Instant::now();
-                let id = body["id"]
-                    .as_str()
-                    .and_then(|s| Uuid::parse_str(s).ok())
-                    .ok_or_else(|| anyhow!("create {i}: the response has no id: {body}"))?;
-                Ok((id, returned))
-            }
-        })
-        .await
-        .context("creating tasks")?
-    };
-    let creates_started = creates.start;
-    let creates_done = Instant::now();
-    let create_drained = drained(pool).await?;
-    let outbox_rows = count(pool, "SELECT count(*) AS n FROM outbox").await? - baseline_rows;
-    let arrivals = match tokio::time::timeout(ARRIVAL_TIMEOUT, arrivals).await {
-        Ok(joined) => joined??,
-        Err(_) => {
-            let _ = stop.send(true);
-            bail!(
-                "not every created event reached {TASK_EVENTS} within {ARRIVAL_TIMEOUT:?} of the outbox draining"
-            );
-        }
-    };
-    let mut event_latencies = Vec::with_capacity(n);
-    let mut early = 0;
-    for sample in &creates.samples {
-        let (id, returned) = sample.value;
-        let at = arrivals
-            .at
-            .get(&id)
-            .ok_or_else(|| anyhow!("the created event of task {id} never arrived"))?;
-        if *at < returned {
-            early += 1;
-        }
-        event_latencies.push(at.saturating_duration_since(returned));
-    }
-    let ids: Vec<Uuid> = creates.samples.iter().map(|s| s.value.0).collect();
-
-    // (b) lists, over the N tasks now in the table.
-    let matching = ids
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| WORDS[i % WORDS.len()] == SEARCH_WORD)
-        .count();
-    let list_queries = [
-        (
-            format!("limit={LIST_LIMIT}&sort=-priority"),
-            n.min(LIST_LIMIT),
-        ),
-        (
-            format!("q={SEARCH_WORD}&limit={LIST_LIMIT}"),
-            matching.min(LIST_LIMIT),
-        ),
-    ];
-    let mut lists = Vec::new();
-    for (query, expected) in list_queries {
-        let api = api.clone();
-        let path = format!("{}?{query}", api.tasks());
-        let phase = drive(gets, CLIENTS, move |_| {
-            let (api, path) = (api.clone(), path.clone());
-            async move {
-                let page = api.call(Method::GET, &path, None, StatusCode::OK).await?;
-                let items = page["items"].as_array().map(Vec::len);
-                if items != Some(expected) {
-                    bail!("GET {path}: expected {expected} items, got {items:?}");
-                }
-                Ok(())
-            }
-        })
-        .await
-        .with_context(|| format!("listing with {query}"))?;
-        lists.push((query, phase));
-    }
-
-    // (c) one PATCH per task, then the relay publishing those events.
-    let patches = {
-        let (api, ids) = (api.clone(), Arc::new(ids));
-        drive(n, CLIENTS, move |i| {
-            let (api, ids) = (api.clone(), ids.clone());
-            async move {
-                let body = json!({ "title": format!("{} edited", title(i)), "priority": PRIORITIES[(i + 1) % PRIORITIES.len()] });
-                let path = format!("{}/{}", api.tasks(), ids[i]);
-                let task = api
-                    .call(Method::PATCH, &path, Some(&body), StatusCode::OK)
-                    .await?;
-                if task["version"] != 2 {
-                    bail!("PATCH {path}: expected version 2, got {}", task["version"]);
-                }
-                Ok(())
-            }
-        })
-        .await
-        .context("updating tasks")?
-    };
-    let patches_started = patches.start;
-    let patches_done = Instant::now();
-    let patch_drained = drained(pool).await?;
-    let outbox_after = count(pool, "SELECT count(*) AS n FROM outbox").await?;
-    let rss = proc_status_mib("VmRSS").unwrap_or(f64::NAN);
-    let hwm = proc_status_mib("VmHWM").unwrap_or(f64::NAN);
-
-    // The report.
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!();
-    println!("## TaskFlow backend throughput");
-    println!();
-    println!(
-        "- Machine: nproc = {cpus} ({}), load average at start {load_before}, at end {}",
-        cpu_model(),
-        load_average()
-    );
-    println!(
-        "- N = {n} creates then {n} PATCHes, {gets} GETs per list query, {CLIENTS} concurrent HTTP/1.1 clients, DB pool {DB_POOL_SIZE}; client, server and relay share one process on 127.0.0.1"
-    );
-    let fsync_note = if server.fsync == "off" {
-        " (**fsync=off**: numbers are optimistic for durable storage)"
-    } else {
-        ""
-    };
-    println!(
-        "- PostgreSQL {} with fsync={}{fsync_note}; Kafka at {brokers}; relay batch 500, poll 200 ms; bench consumer fetch.wait.max.ms={FETCH_WAIT_MS}",
-        server.version, server.fsync
-    );
-    println!();
-    println!("| Measurement | Count | Throughput / value | p50 | p95 | p99 | max |");
-    println!("|---|---|---|---|---|---|---|");
-    Row::new(
-        "POST /tasks (create)",
-        format!("{n}"),
-        format!("{:.0} req/s", creates.per_second()),
-    )
-    .with_latencies(creates.latencies())
-    .print();
-    for (query, phase) in &lists {
-        Row::new(
-            format!("GET /tasks?{query}"),
-            format!("{gets}"),
-            format!("{:.0} req/s", phase.per_second()),
-        )
-        .with_latencies(phase.latencies())
-        .print();
-    }
-    Row::new(
-        "PATCH /tasks/{id} (update)",
-        format!("{n}"),
-        format!("{:.0} req/s", patches.per_second()),
-    )
-    .with_latencies(patches.latencies())
-    .print();
-    Row::new(
-        "Event latency: create returned → `created` on task-events",
-        format!("{n} events"),
-        "",
-    )
-    .with_latencies(event_latencies)
-    .print();
-    let relay = |rows: i64, from: Instant, to: Instant| {
-        format!(
-            "{:.0} outbox rows/s ({:.0} task-events/s)",
-            rows as f64 / (to - from).as_secs_f64(),
-            rows as f64 / 2.0 / (to - from).as_secs_f64()
-        )
-    };
-    Row::new(
-        format!(
-            "Relay, creates: first create → outbox drained ({:.2} s; {} after the last create)",
-            (create_drained - creates_started).as_secs_f64(),
-            ms(create_drained - creates_done)
-        ),
-        format!("{outbox_rows} rows"),
-        relay(outbox_rows, creates_started, create_drained),
-    )
-    .print();
-    let patch_rows = outbox_after - baseline_rows - outbox_rows;
-    Row::new(
-        format!(
-            "Relay, updates: first PATCH → outbox drained ({:.2} s; {} after the last PATCH)",
-            (patch_drained - patches_started).as_secs_f64(),
-            ms(patch_drained - patches_done)
-        ),
-        format!("{patch_rows} rows"),
-        relay(patch_rows, patches_started, patch_drained),
-    )
-    .print();
-    Row::new(
-        "Relay cold start: first create after startup → outbox drained",
-        "1 create",
-        ms(single_event[0]),
-    )
-    .print();
-    Row::new(
-        "Idle relay: one create → outbox drained (producer warm)",
-        "1 create",
-        ms(single_event[1]),
-    )
-    .print();
-    Row::new(
-        "Memory of the whole bench process (server + relay + clients): VmRSS / VmHWM",
-        "",
-        format!("{rss:.1} MiB / {hwm:.1} MiB"),
-    )
-    .print();
-    println!();
-    println!(
-        "Each change writes 2 outbox rows (task-events + task-updates); events/s counts task-events. \
-         Event latency is measured from the create response being read to the event's arrival; \
-         {early} of {n} events arrived before their response was read (counted as 0). \
-         `created` events published twice (same task, another offset): {}. \
-         Offsets the bench consumer was handed again by the broker fetch path (ignored): {}. \
-         Run time: {:.1} s.",
-        arrivals.duplicates,
-        arrivals.redelivered,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

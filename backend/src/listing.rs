@@ -1,7 +1,7 @@
 //! The list query behind `GET /api/{user_id}/tasks`: filters, sort orders and keyset pagination.
 
 use diesel::pg::Pg;
-use diesel::sql_types::{Array, BigInt, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use taskflow_db::tasks::{TaskRow, COLUMNS};
@@ -14,6 +14,42 @@ pub async fn list(
     user_id: &str,
     q: &ListQuery,
 ) -> QueryResult<Vec<TaskRow>> {
+    let mut query = diesel::sql_query(sql(q))
+        .into_boxed::<Pg>()
+        .bind::<Text, _>(user_id.to_owned());
+    if !q.priorities.is_empty() {
+        let ranks: Vec<i16> = q.priorities.iter().map(|p| p.rank()).collect();
+        query = query.bind::<Array<SmallInt>, _>(ranks);
+    }
+    if !q.tags.is_empty() {
+        query = query.bind::<Array<Text>, _>(q.tags.clone());
+    }
+    if let Some(text) = &q.q {
+        query = query.bind::<Text, _>(text.clone());
+    }
+    if let Some(t) = q.due_before {
+        query = query.bind::<Timestamptz, _>(t);
+    }
+    if let Some(t) = q.due_after {
+        query = query.bind::<Timestamptz, _>(t);
+    }
+    if let Some(Cursor { value, id, .. }) = &q.cursor {
+        query = match value {
+            Some(SortValue::Time(t)) => query.bind::<Timestamptz, _>(*t),
+            Some(SortValue::Rank(r)) => query.bind::<SmallInt, _>(*r),
+            Some(SortValue::Text(s)) => query.bind::<Text, _>(s.clone()),
+            // Only due_at has NULLs; the key expression maps this one past the end too.
+            None => query.bind::<Nullable<Timestamptz>, _>(None::<chrono::DateTime<chrono::Utc>>),
+        };
+        query = query.bind::<SqlUuid, _>(*id);
+    }
+    query = query.bind::<BigInt, _>(q.limit + 1);
+    query.load(conn).await
+}
+
+/// The page's SQL with numbered placeholders, which [`list`] binds in this order: the user, each
+/// filter present, the cursor's value and id, and the row limit (the bench runs it in pgbench).
+pub fn sql(q: &ListQuery) -> String {
     let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1");
     let mut n = 1;
     // Placeholders are numbered in the order of the binds below; keep both lists in step.
@@ -44,74 +80,36 @@ pub async fn list(
     if q.overdue {
         sql.push_str(" AND due_at < now() AND NOT completed");
     }
-    let column = match q.sort.key {
+    // The sort key exactly as the indexes of migration 2026-12-01 spell it, so that every order
+    // is an index scan (descending ones backwards) that reads only the page. due_at maps NULL past
+    // the end in the sort's direction: undated tasks come last both ways.
+    let key = |operand: &str| match (q.sort.key, q.sort.descending) {
+        (SortKey::DueAt, false) => format!("coalesce({operand}, 'infinity'::timestamptz)"),
+        (SortKey::DueAt, true) => format!("coalesce({operand}, '-infinity'::timestamptz)"),
+        _ => operand.to_owned(),
+    };
+    let column = key(match q.sort.key {
         SortKey::DueAt => "due_at",
         SortKey::Priority => "priority",
         SortKey::CreatedAt => "created_at",
         SortKey::Title => "title",
-    };
+    });
     let (dir, cmp) = if q.sort.descending {
         ("DESC", "<")
     } else {
         ("ASC", ">")
     };
-    // Keyset: rows after (value, id) in ORDER BY column dir NULLS LAST, id ASC.
-    if let Some(cursor) = &q.cursor {
-        match cursor.value {
-            Some(_) => {
-                n += 1;
-                let v = n;
-                n += 1;
-                let id = n;
-                let nulls = if q.sort.key == SortKey::DueAt {
-                    " OR due_at IS NULL"
-                } else {
-                    ""
-                };
-                sql.push_str(&format!(
-                    " AND ({column} {cmp} ${v} OR ({column} = ${v} AND id > ${id}){nulls})"
-                ));
-            }
-            None => placeholder(
-                &mut sql,
-                &mut n,
-                &format!(" AND {column} IS NULL AND id > ?"),
-            ),
-        }
+    // Keyset: rows after (value, id) in ORDER BY key dir, id dir; a row comparison is an index
+    // condition, so a deep page starts at its place in the index instead of filtering up to it.
+    if q.cursor.is_some() {
+        let v = format!("${}", n + 1);
+        let id = n + 2;
+        n += 2;
+        sql.push_str(&format!(" AND ({column}, id) {cmp} ({}, ${id})", key(&v)));
     }
-    sql.push_str(&format!(" ORDER BY {column} {dir} NULLS LAST, id ASC"));
+    sql.push_str(&format!(" ORDER BY {column} {dir}, id {dir}"));
     placeholder(&mut sql, &mut n, " LIMIT ?");
-
-    let mut query = diesel::sql_query(sql)
-        .into_boxed::<Pg>()
-        .bind::<Text, _>(user_id.to_owned());
-    if !q.priorities.is_empty() {
-        let ranks: Vec<i16> = q.priorities.iter().map(|p| p.rank()).collect();
-        query = query.bind::<Array<SmallInt>, _>(ranks);
-    }
-    if !q.tags.is_empty() {
-        query = query.bind::<Array<Text>, _>(q.tags.clone());
-    }
-    if let Some(text) = &q.q {
-        query = query.bind::<Text, _>(text.clone());
-    }
-    if let Some(t) = q.due_before {
-        query = query.bind::<Timestamptz, _>(t);
-    }
-    if let Some(t) = q.due_after {
-        query = query.bind::<Timestamptz, _>(t);
-    }
-    if let Some(Cursor { value, id, .. }) = &q.cursor {
-        query = match value {
-            Some(SortValue::Time(t)) => query.bind::<Timestamptz, _>(*t),
-            Some(SortValue::Rank(r)) => query.bind::<SmallInt, _>(*r),
-            Some(SortValue::Text(s)) => query.bind::<Text, _>(s.clone()),
-            None => query,
-        };
-        query = query.bind::<SqlUuid, _>(*id);
-    }
-    query = query.bind::<BigInt, _>(q.limit + 1);
-    query.load(conn).await
+    sql
 }
 
 /// Append `fragment` with its `?` replaced by the next numbered placeholder.

@@ -24,7 +24,7 @@ use crate::configuration::{PublisherKind, Settings};
 use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
-use crate::outbox::EventPathHealth;
+use crate::outbox::{EventPathHealth, RelayWakeup};
 use crate::routes::{events, health, notifications, preferences, reminders, tasks};
 
 pub struct Application {
@@ -93,6 +93,10 @@ impl Application {
         } else {
             None
         };
+        // Without a relay in this process nobody listens; another replica's relay polls.
+        let wakeup: Data<RelayWakeup> = relay
+            .as_ref()
+            .map_or_else(Data::default, |r| Data::from(r.wakeup()));
         let server = run(
             listener,
             pool.clone(),
@@ -100,6 +104,7 @@ impl Application {
             metrics.clone(),
             event_path.clone(),
             subscriber,
+            wakeup,
         )?;
         Ok(Application {
             port,
@@ -220,6 +225,7 @@ fn run(
     metrics: Data<Metrics>,
     event_path: Data<EventPathHealth>,
     subscriber: Subscriber,
+    wakeup: Data<RelayWakeup>,
 ) -> anyhow::Result<Server> {
     let store: preferences::Store = Data::new(Arc::new(PgKeyValueStore::new(pool.clone())));
     let pool = Data::new(pool);
@@ -240,6 +246,7 @@ fn run(
             .app_data(subscriber.token.clone())
             .app_data(metrics.clone())
             .app_data(event_path.clone())
+            .app_data(wakeup.clone())
             .app_data(migrations_seen.clone())
             .app_data(
                 web::JsonConfig::default()

@@ -7,7 +7,8 @@ cmd_bench() {
 	check_external
 	ensure_infra
 	ensure_build_tools
-	say "cargo bench -p backend --bench throughput (release build; BENCH_N=${BENCH_N:-5000} BENCH_GETS=${BENCH_GETS:-1000})"
+	command -v wrk >/dev/null 2>&1 || apt_install wrk || die "could not install wrk, the bench's load generator"
+	say "cargo bench -p backend --bench throughput (release build; BENCH_SECONDS=${BENCH_SECONDS:-8} BENCH_LIST_SECONDS=${BENCH_LIST_SECONDS:-3})"
 	cargo bench -p backend --bench throughput "$@" || status=$?
 	cleanup
 	return "$status"

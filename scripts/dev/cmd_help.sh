@@ -13,8 +13,10 @@ Usage: ./dev COMMAND [ARGS]
                     scripts/checks/* file, then PostgreSQL + Tansu and
                     cargo test --workspace --no-fail-fast ARGS (e.g. ./dev test -- --nocapture),
                     then the OpenAPI document. Stops what it started; non-zero if anything failed.
-  bench             PostgreSQL + Tansu, then the release-mode benchmark (backend/benches/throughput.rs);
-                    BENCH_N, BENCH_GETS.
+  bench             PostgreSQL + Tansu, then the release-mode benchmark (backend/benches/throughput.rs):
+                    wrk against the API beside pgbench doing the same work, event latency, relay
+                    throughput, memory; one table, and JSON under <target>/bench/.
+                    BENCH_SECONDS, BENCH_LIST_SECONDS, BENCH_RATE.
   token USER_ID [TTL_SECONDS]
                     Print a bearer token for USER_ID (default TTL 24 h).
   down [--purge]    Stop what a crashed ./dev left running (its pid files in .dev/pids).

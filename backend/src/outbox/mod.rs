@@ -3,6 +3,22 @@
 
 pub mod relay;
 
+/// Wakes this process's relay after a commit that wrote outbox rows. In-process, so commits do
+/// not queue on PostgreSQL's database-wide notification lock as a NOTIFY per transaction did.
+#[derive(Debug, Default)]
+pub struct RelayWakeup(tokio::sync::Notify);
+
+impl RelayWakeup {
+    /// Call after the commit; a wake-up while the relay is busy is kept for its next wait.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.0.notified().await
+    }
+}
+
 /// Whether the event path (relay to broker or sidecar) works, for `/ready` and logs.
 #[derive(Debug, Default)]
 pub struct EventPathHealth {

@@ -19,6 +19,7 @@ use crate::domain::task_view::TaskView;
 use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::listing;
+use crate::outbox::RelayWakeup;
 use crate::tasks::{self, Change, Edit, Precondition};
 use taskflow_db::tasks::{self as store, TaskRow};
 use taskflow_db::DbPool;
@@ -112,13 +113,25 @@ fn task_response(status: StatusCode, row: &TaskRow) -> HttpResponse {
         .json(TaskView::from(row))
 }
 
-/// Runs `f` in a transaction on a pooled connection.
+/// Wake this process's relay for the outbox rows a change has just committed.
+fn wake_relay(req: &HttpRequest) {
+    if let Some(wakeup) = req.app_data::<Data<RelayWakeup>>() {
+        wakeup.wake();
+    }
+}
+
+/// Runs `f` in a transaction on a pooled connection, then wakes the relay if it committed.
 macro_rules! transaction {
-    ($pool:expr, |$conn:ident| $body:expr) => {{
+    ($pool:expr, $req:expr, |$conn:ident| $body:expr) => {{
         let mut pooled = $pool.get().await?;
         let conn: &mut AsyncPgConnection = &mut pooled;
-        conn.transaction::<_, ApiError, _>(async |$conn| $body)
-            .await
+        let committed = conn
+            .transaction::<_, ApiError, _>(async |$conn| $body)
+            .await;
+        if committed.is_ok() {
+            wake_relay($req);
+        }
+        committed
     }};
 }
 
@@ -189,6 +202,9 @@ pub async fn create(
             Ok(row)
         })
         .await;
+    if outcome.is_ok() {
+        wake_relay(&req);
+    }
     match outcome {
         Ok(row) => Ok(HttpResponse::Created()
             .insert_header((header::ETAG, format!("\"{}\"", row.version)))
@@ -290,8 +306,14 @@ async fn apply_edit(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    let row = transaction!(pool, |conn| tasks::edit(conn, &ctx, id, precondition, edit)
-        .await)?;
+    let row = transaction!(pool, &req, |conn| tasks::edit(
+        conn,
+        &ctx,
+        id,
+        precondition,
+        edit
+    )
+    .await)?;
     Ok(task_response(StatusCode::OK, &row))
 }
 
@@ -379,8 +401,13 @@ pub async fn delete(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    transaction!(pool, |conn| tasks::delete(conn, &ctx, id, precondition)
-        .await)?;
+    transaction!(pool, &req, |conn| tasks::delete(
+        conn,
+        &ctx,
+        id,
+        precondition
+    )
+    .await)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -404,7 +431,8 @@ pub async fn cancel_recurrence(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    let row = transaction!(pool, |conn| tasks::cancel_recurrence(conn, &ctx, id).await)?;
+    let row = transaction!(pool, &req, |conn| tasks::cancel_recurrence(conn, &ctx, id)
+        .await)?;
     Ok(task_response(StatusCode::OK, &row))
 }
 

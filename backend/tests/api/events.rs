@@ -602,27 +602,45 @@ async fn an_idle_relay_reports_an_unreachable_broker() {
     );
 }
 
+/// Until the relay has gone idle listening: it arms other writers' NOTIFY only after LISTEN.
+async fn relay_idle_and_armed(app: &TestApp) {
+    taskflow_test_support::eventually(
+        "the relay to arm the NOTIFY",
+        String::new,
+        async || match app
+            .count("SELECT count(*) AS n FROM outbox_relay_wakeup WHERE armed")
+            .await
+        {
+            1 => Ok(()),
+            n => Err(format!("{n} armed")),
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
     let brokers = topics().await;
-    let mut s = relaying(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &brokers,
-        None,
-    );
-    // A poll this slow would miss the deadline below; only LISTEN/NOTIFY can deliver in time.
+    let database = fresh_database().await;
+    let mut s = relaying(&database, PublisherKind::Kafka, &brokers, None);
+    // A poll this slow would miss the deadlines below: only the wake-ups can deliver in time.
     s.events.poll_interval = Duration::from_secs(600);
     let app = spawn_with(s).await;
-    // Let the relay finish its first pass and settle into waiting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let task = app.create(USER, json!({"title": "notify me"})).await;
-    let id = task["id"].as_str().unwrap().to_owned();
-    let events = read(&brokers, "task-events", 1, Duration::from_secs(20), |r| {
-        task_id(r) == id
-    })
-    .await;
-    assert_eq!(events.len(), 1);
+    let published = async |task: Value| {
+        let id = task["id"].as_str().unwrap().to_owned();
+        let events = read(&brokers, "task-events", 1, Duration::from_secs(20), |r| {
+            task_id(r) == id
+        })
+        .await;
+        assert_eq!(events.len(), 1, "{}", task["title"]);
+    };
+    // This process's own commit wakes its relay in-process, without any NOTIFY.
+    relay_idle_and_armed(&app).await;
+    published(app.create(USER, json!({"title": "wake me"})).await).await;
+    // Another process writing to the outbox (another replica, a worker) NOTIFYs the idle relay.
+    relay_idle_and_armed(&app).await;
+    let other = spawn_with(settings(&database)).await;
+    published(other.create(USER, json!({"title": "notify me"})).await).await;
 }
 
 #[tokio::test]

@@ -340,11 +340,18 @@ impl SortFixture {
         SortFixture { id, created }
     }
 
-    /// Groups in order; the ids within a group are tied and come out by id.
-    fn expect(&self, groups: &[&[&str]]) -> Vec<String> {
+    /// Groups in order; the ids within a group are tied and come out by id, in the sort's
+    /// direction (so that a descending order is one backward index scan).
+    fn expect(&self, descending: bool, groups: &[&[&str]]) -> Vec<String> {
         groups
             .iter()
-            .flat_map(|group| sorted(group.iter().map(|l| self.id[l].clone()).collect()))
+            .flat_map(|group| {
+                let mut ids = sorted(group.iter().map(|l| self.id[l].clone()).collect());
+                if descending {
+                    ids.reverse();
+                }
+                ids
+            })
             .collect()
     }
 }
@@ -365,69 +372,87 @@ async fn every_sort_breaks_ties_by_id_and_puts_missing_due_dates_last() {
         .filter(|id| **id != f.id["charlie"] && **id != f.id["delta"])
         .cloned()
         .collect();
-    let mut created_asc = f.expect(&[&["charlie", "delta"]]);
+    let mut created_asc = f.expect(false, &[&["charlie", "delta"]]);
     created_asc.extend(later_created.iter().cloned());
     let mut created_desc: Vec<String> = later_created.iter().rev().cloned().collect();
-    created_desc.extend(f.expect(&[&["charlie", "delta"]]));
+    created_desc.extend(f.expect(true, &[&["charlie", "delta"]]));
 
     let cases: Vec<(&str, Vec<String>)> = vec![
         (
             "due_at",
-            f.expect(&[
-                &["alpha1"],
-                &["charlie", "delta"],
-                &["alpha2"],
-                &["bravo", "echo"],
-            ]),
+            f.expect(
+                false,
+                &[
+                    &["alpha1"],
+                    &["charlie", "delta"],
+                    &["alpha2"],
+                    &["bravo", "echo"],
+                ],
+            ),
         ),
         (
             "-due_at",
-            f.expect(&[
-                &["alpha2"],
-                &["charlie", "delta"],
-                &["alpha1"],
-                &["bravo", "echo"],
-            ]),
+            f.expect(
+                true,
+                &[
+                    &["alpha2"],
+                    &["charlie", "delta"],
+                    &["alpha1"],
+                    &["bravo", "echo"],
+                ],
+            ),
         ),
         (
             "priority",
-            f.expect(&[
-                &["echo"],
-                &["alpha1", "alpha2"],
-                &["charlie", "delta"],
-                &["bravo"],
-            ]),
+            f.expect(
+                false,
+                &[
+                    &["echo"],
+                    &["alpha1", "alpha2"],
+                    &["charlie", "delta"],
+                    &["bravo"],
+                ],
+            ),
         ),
         (
             "-priority",
-            f.expect(&[
-                &["bravo"],
-                &["charlie", "delta"],
-                &["alpha1", "alpha2"],
-                &["echo"],
-            ]),
+            f.expect(
+                true,
+                &[
+                    &["bravo"],
+                    &["charlie", "delta"],
+                    &["alpha1", "alpha2"],
+                    &["echo"],
+                ],
+            ),
         ),
         ("created_at", created_asc),
         ("-created_at", created_desc),
         (
             "title",
-            f.expect(&[
-                &["alpha1", "alpha2"],
-                &["bravo"],
-                &["charlie"],
-                &["delta"],
-                &["echo"],
-            ]),
+            f.expect(
+                false,
+                &[
+                    &["alpha1", "alpha2"],
+                    &["bravo"],
+                    &["charlie"],
+                    &["delta"],
+                    &["echo"],
+                ],
+            ),
         ),
         (
             "-title",
-            f.expect(&[
-                &["echo"],
-                &["delta"],
-                &["charlie"],
-                &["bravo"],
-                &["alpha1", "alpha2"],
-            ]),
+            f.expect(
+                true,
+                &[
+                    &["echo"],
+                    &["delta"],
+                    &["charlie"],
+                    &["bravo"],
+                    &["alpha1", "alpha2"],
+                ],
+            ),
         ),
     ];
     for (sort, expected) in &cases {
