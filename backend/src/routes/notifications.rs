@@ -97,7 +97,7 @@ pub struct NotificationQuery {
 const LIST_LIMIT: i64 = 200;
 
 #[utoipa::path(
-    get, path = "/api/{user_id}/notifications", tag = "notifications",
+    get, operation_id = "list_notifications", path = "/api/{user_id}/notifications", tag = "notifications",
     params(("user_id" = String, Path), NotificationQuery),
     responses((status = 200, description = "The newest notifications (at most 200)", body = NotificationPage), (status = 400, description = "Bad query"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject")),
     security(("bearer" = []))
@@ -125,7 +125,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    post, path = "/api/{user_id}/notifications/{id}/read", tag = "notifications",
+    post, operation_id = "mark_notification_read", path = "/api/{user_id}/notifications/{id}/read", tag = "notifications",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
     responses((status = 204, description = "Marked read (the first time is kept)"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such notification")),
     security(("bearer" = []))

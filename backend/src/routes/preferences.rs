@@ -71,7 +71,7 @@ impl From<KvError> for ApiError {
 }
 
 #[utoipa::path(
-    get, path = "/api/{user_id}/preferences", tag = "notifications",
+    get, operation_id = "get_preferences", path = "/api/{user_id}/preferences", tag = "notifications",
     params(("user_id" = String, Path)),
     responses((status = 200, description = "The preferences (in-app only until saved)", body = PreferencesView), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject")),
     security(("bearer" = []))
@@ -82,7 +82,7 @@ pub async fn get(PathUser(user_id): PathUser, store: Store) -> Result<HttpRespon
 }
 
 #[utoipa::path(
-    put, path = "/api/{user_id}/preferences", tag = "notifications",
+    put, operation_id = "put_preferences", path = "/api/{user_id}/preferences", tag = "notifications",
     params(("user_id" = String, Path)),
     request_body = PreferencesBody,
     responses((status = 200, description = "The saved preferences", body = PreferencesView), (status = 400, description = "Malformed JSON or wrong types"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 422, description = "Invalid fields (details.fields)")),

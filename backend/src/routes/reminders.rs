@@ -83,7 +83,7 @@ pub struct ReminderQuery {
 const LIST_LIMIT: i64 = 500;
 
 #[utoipa::path(
-    get, path = "/api/{user_id}/reminders", tag = "reminders",
+    get, operation_id = "list_reminders", path = "/api/{user_id}/reminders", tag = "reminders",
     params(("user_id" = String, Path), ReminderQuery),
     responses((status = 200, description = "The user's reminders by time (at most 500)", body = ReminderPage), (status = 400, description = "Bad query"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject")),
     security(("bearer" = []))
@@ -123,7 +123,7 @@ impl From<SnoozeError> for ApiError {
 }
 
 #[utoipa::path(
-    post, path = "/api/{user_id}/reminders/{id}/snooze", tag = "reminders",
+    post, operation_id = "snooze_reminder", path = "/api/{user_id}/reminders/{id}/snooze", tag = "reminders",
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
     request_body = SnoozeBody,
     responses(
@@ -161,7 +161,7 @@ pub struct ScanResult {
 }
 
 #[utoipa::path(
-    post, path = "/internal/reminders/scan", tag = "operations",
+    post, operation_id = "scan_reminders", path = "/internal/reminders/scan", tag = "operations",
     responses((status = 200, description = "Due reminders fired; harmless on every replica at once", body = ScanResult)),
 )]
 pub async fn scan(pool: Data<DbPool>) -> Result<HttpResponse, ApiError> {

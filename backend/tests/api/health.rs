@@ -283,6 +283,18 @@ async fn openapi_is_3_1_and_lists_every_operation() {
     .map(|(p, m)| (p.to_owned(), m.to_owned()))
     .collect();
     assert_eq!(operations, expected);
+    // Operation ids are unique (OpenAPI requires it; generated clients name methods after them).
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "duplicate operationId in {ids:?}");
 
     // Task operations need the bearer scheme, which is defined.
     assert_eq!(
