@@ -278,6 +278,9 @@ impl EventConsumer {
                 settings.max_poll_interval.as_millis().to_string(),
             )
             .set("statistics.interval.ms", "5000")
+            // An idle fetch returns after at most this long: Tansu holds a fetch for the whole wait
+            // rather than answering when data arrives, so librdkafka's 500 ms would be the latency.
+            .set("fetch.wait.max.ms", "100")
             .create_with_context(ConsumerEvents {
                 metrics: metrics.clone(),
                 revoked: Mutex::new(Vec::new()),
