@@ -16,7 +16,11 @@
 //! query (default 3), `BENCH_RATE` creates/s for the event latency (default 500) over
 //! `BENCH_EVENT_SECONDS` (default 5), `BENCH_BACKLOG` outbox rows for the relay (default
 //! 100000), `BENCH_OUT` the JSON file (default `<cargo target dir>/bench/throughput.json`),
-//! `PGBENCH` the pgbench binary. Any failed request, missing event or stuck outbox makes it exit 1.
+//! `PGBENCH` the pgbench binary, `BENCH_SERIES` recurring tasks completed as a backlog for the
+//! recurrence worker (default 3000), `BENCH_COMPLETION_RATE` completions/s for the
+//! next-occurrence latency (default 200, over `BENCH_EVENT_SECONDS`), `BENCH_REMINDERS` due in
+//! the same second (default 1000), `BENCH_BIN_DIR` the release service binaries (default: beside
+//! this bench's). Any failed request, missing event or stuck outbox makes it exit 1.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -43,6 +47,9 @@ use taskflow_db::DbPool;
 use tokio::sync::watch;
 use url::Url;
 use uuid::Uuid;
+
+#[path = "throughput/workers.rs"]
+mod workers;
 
 /// Client connections for create and update, and for the lists.
 const WRITE_CONCURRENCY: [usize; 3] = [1, 16, 64];
@@ -158,6 +165,9 @@ struct Knobs {
     rate: usize,
     event_time: Duration,
     backlog: usize,
+    series: usize,
+    completion_rate: usize,
+    reminders: usize,
 }
 
 impl Knobs {
@@ -168,6 +178,9 @@ impl Knobs {
             rate: env_usize("BENCH_RATE", 500)?,
             event_time: env_secs("BENCH_EVENT_SECONDS", 5)?,
             backlog: env_usize("BENCH_BACKLOG", 100_000)?,
+            series: env_usize("BENCH_SERIES", 3_000)?,
+            completion_rate: env_usize("BENCH_COMPLETION_RATE", 200)?,
+            reminders: env_usize("BENCH_REMINDERS", 1_000)?,
         })
     }
 }
@@ -608,9 +621,11 @@ async fn pgbench_vars(pool: &DbPool) -> anyhow::Result<Vec<(&'static str, String
     let mut conn = pool.get().await?;
     let mut payload = async |topic: &str| -> anyhow::Result<String> {
         Ok(diesel::sql_query(
-            "SELECT payload::text AS v FROM outbox WHERE topic = $1 ORDER BY seq DESC LIMIT 1",
+            "SELECT payload::text AS v FROM outbox \
+             WHERE topic = $1 AND payload->'data'->>'user_id' = $2 ORDER BY seq DESC LIMIT 1",
         )
         .bind::<Text, _>(topic)
+        .bind::<Text, _>(user(0))
         .get_result::<Setting>(&mut conn)
         .await?
         .v)
@@ -1234,6 +1249,8 @@ impl Bench<'_> {
             single_event.push(self.drained().await? - t0);
         }
 
+        // First, while task-events is short: the workers' groups read it from the start.
+        self.workers().await?;
         self.writes(&tokens).await?;
         self.lists().await?;
         self.event_latency().await?;
@@ -1246,8 +1263,8 @@ impl Bench<'_> {
             "idle relay: one create → outbox drained",
             ms(single_event[1]),
         ));
-        let rss = proc_status_mib("VmRSS").unwrap_or(f64::NAN);
-        let hwm = proc_status_mib("VmHWM").unwrap_or(f64::NAN);
+        let rss = proc_status_mib("self", "VmRSS").unwrap_or(f64::NAN);
+        let hwm = proc_status_mib("self", "VmHWM").unwrap_or(f64::NAN);
         self.rows.push(Row::value(
             "memory of the bench process (server + relay + event client; wrk and pgbench run apart): VmRSS / peak VmHWM",
             format!("{rss:.1} MiB / {hwm:.1} MiB"),
@@ -1324,9 +1341,9 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// A field of /proc/self/status such as `VmRSS`, in MiB.
-fn proc_status_mib(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A field of /proc/<pid>/status such as `VmRSS`, in MiB (`pid` may be `self`).
+fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status
         .lines()
         .find(|l| l.starts_with(&format!("{field}:")))?;

@@ -11,6 +11,9 @@ use taskflow_runtime::config::{millis, parsed, var, CommonSettings};
 pub enum PublisherKind {
     Kafka,
     Dapr,
+    /// Debezium publishes the outbox from the write-ahead log (deploy/kafka/debezium); this
+    /// process only prunes it.
+    Debezium,
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +96,10 @@ impl Settings {
         let publisher = match var("EVENT_PUBLISHER").as_deref() {
             None | Some("kafka") => PublisherKind::Kafka,
             Some("dapr") => PublisherKind::Dapr,
-            Some(other) => bail!("EVENT_PUBLISHER={other:?} is invalid: use kafka or dapr"),
+            Some("debezium") => PublisherKind::Debezium,
+            Some(other) => {
+                bail!("EVENT_PUBLISHER={other:?} is invalid: use kafka, dapr or debezium")
+            }
         };
         Ok(Settings {
             common,

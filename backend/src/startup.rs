@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
-use anyhow::Context;
+use anyhow::{bail, Context};
 use taskflow_db::jobs::{JobRunner, RunnerSettings};
 use taskflow_db::kv::PgKeyValueStore;
 use taskflow_db::reminders::{FireReminders, FIRE_JOB};
@@ -24,17 +24,26 @@ use crate::configuration::{PublisherKind, Settings};
 use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
+use crate::outbox::retention;
 use crate::outbox::{EventPathHealth, RelayWakeup};
 use crate::routes::{events, health, notifications, preferences, reminders, tasks};
 
 pub struct Application {
     port: u16,
     server: Server,
-    relay: Option<Relay>,
+    outbox: Option<OutboxTask>,
     scheduler: Option<JobRunner>,
     pub pool: DbPool,
     pub metrics: Data<Metrics>,
     pub event_path: Data<EventPathHealth>,
+}
+
+/// What looks after the outbox in this process.
+enum OutboxTask {
+    /// Publishes it (and prunes sent rows).
+    Relay(Box<Relay>),
+    /// Debezium publishes it; only prune, with this retention.
+    Prune(Duration),
 }
 
 impl Application {
@@ -55,8 +64,12 @@ impl Application {
         let metrics = Data::new(Metrics::new()?);
         let event_path = Data::new(EventPathHealth::default());
         let auth = Data::new(Authenticator::from_settings(settings).await);
-        let relay = if settings.events.relay_enabled {
-            Some(Relay::new(
+        let outbox = if !settings.events.relay_enabled {
+            None
+        } else if settings.events.publisher == PublisherKind::Debezium {
+            Some(OutboxTask::Prune(settings.events.retention))
+        } else {
+            Some(OutboxTask::Relay(Box::new(Relay::new(
                 pool.clone(),
                 settings.common.database_url.expose().to_owned(),
                 settings.common.topic_prefix.clone(),
@@ -64,9 +77,7 @@ impl Application {
                 settings.events.clone(),
                 metrics.clone().into_inner(),
                 event_path.clone().into_inner(),
-            ))
-        } else {
-            None
+            ))))
         };
         let subscriber = Subscriber {
             state: Data::new(events::SubscriberState {
@@ -94,9 +105,10 @@ impl Application {
             None
         };
         // Without a relay in this process nobody listens; another replica's relay polls.
-        let wakeup: Data<RelayWakeup> = relay
-            .as_ref()
-            .map_or_else(Data::default, |r| Data::from(r.wakeup()));
+        let wakeup: Data<RelayWakeup> = match &outbox {
+            Some(OutboxTask::Relay(r)) => Data::from(r.wakeup()),
+            _ => Data::default(),
+        };
         let server = run(
             listener,
             pool.clone(),
@@ -109,7 +121,7 @@ impl Application {
         Ok(Application {
             port,
             server,
-            relay,
+            outbox,
             scheduler,
             pool,
             metrics,
@@ -127,15 +139,20 @@ impl Application {
         let scheduler = self
             .scheduler
             .map(|runner| tokio::spawn(runner.run(stopped.clone())));
-        let relay = self.relay.map(|relay| tokio::spawn(relay.run(stopped)));
+        let outbox = self.outbox.map(|task| match task {
+            OutboxTask::Relay(relay) => tokio::spawn(relay.run(stopped)),
+            OutboxTask::Prune(keep) => {
+                tokio::spawn(retention::run(self.pool.clone(), keep, stopped))
+            }
+        });
         let served = self.server.await;
         let _ = stop.send(true);
         if let Some(scheduler) = scheduler {
             // The runner gives a running job its shutdown budget; nothing is lost past it.
             let _ = scheduler.await;
         }
-        if let Some(relay) = relay {
-            if tokio::time::timeout(Duration::from_secs(10), relay)
+        if let Some(outbox) = outbox {
+            if tokio::time::timeout(Duration::from_secs(10), outbox)
                 .await
                 .is_err()
             {
@@ -173,6 +190,7 @@ async fn publisher(settings: &Settings) -> anyhow::Result<Arc<dyn Publisher>> {
             }
             Arc::new(dapr)
         }
+        PublisherKind::Debezium => bail!("with EVENT_PUBLISHER=debezium nothing here publishes"),
     })
 }
 

@@ -8,6 +8,12 @@ cmd_bench() {
 	ensure_infra
 	ensure_build_tools
 	command -v wrk >/dev/null 2>&1 || apt_install wrk || die "could not install wrk, the bench's load generator"
+	# The workers' rows run the release service binaries as their own processes.
+	say "cargo build --release --bins -p backend -p recurrence-worker -p notifier"
+	cargo build --release --bins -p backend -p recurrence-worker -p notifier || {
+		cleanup
+		return 1
+	}
 	say "cargo bench -p backend --bench throughput (release build; BENCH_SECONDS=${BENCH_SECONDS:-8} BENCH_LIST_SECONDS=${BENCH_LIST_SECONDS:-3})"
 	cargo bench -p backend --bench throughput "$@" || status=$?
 	cleanup

@@ -1,7 +1,9 @@
 //! The event path of the backend: the [`relay`] publishes the rows that `taskflow_db::outbox`
-//! writes, and [`EventPathHealth`] says whether it can.
+//! writes, [`retention`] deletes what is no longer needed, and [`EventPathHealth`] says whether
+//! the relay can publish.
 
 pub mod relay;
+pub mod retention;
 
 /// Wakes this process's relay after a commit that wrote outbox rows. In-process, so commits do
 /// not queue on PostgreSQL's database-wide notification lock as a NOTIFY per transaction did.

@@ -16,6 +16,7 @@ use taskflow_kafka::publisher::{Outbound, PublishError, Publisher};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::retention::{self, PublishedBy};
 use super::{EventPathHealth, RelayWakeup};
 use crate::configuration::EventSettings;
 use crate::metrics::Metrics;
@@ -221,28 +222,10 @@ impl Relay {
         Ok(backlog.delayed)
     }
 
-    /// Delete rows sent longer than the retention ago, expired idempotency keys, and consumers'
-    /// processed-event records older than 30 days.
+    /// Delete rows sent longer than the retention ago, and what else expires
+    /// ([`retention::prune`]).
     pub async fn prune(&self) -> anyhow::Result<()> {
-        let mut conn = self.pool.get().await?;
-        let hours = (self.settings.retention.as_secs() / 3600).max(1) as i64;
-        let pruned = diesel::sql_query(
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => $1::int)",
-        )
-        .bind::<BigInt, _>(hours)
-        .execute(&mut conn)
-        .await?;
-        let keys = crate::idempotency::prune(&mut conn).await?;
-        let processed = taskflow_db::processed::prune(&mut conn).await?;
-        if pruned + keys + processed > 0 {
-            tracing::info!(
-                outbox_rows = pruned,
-                idempotency_keys = keys,
-                processed_events = processed,
-                "pruned"
-            );
-        }
-        Ok(())
+        retention::prune(&self.pool, self.settings.retention, PublishedBy::Relay).await
     }
 
     /// A connection that hears `NOTIFY outbox`; None when LISTEN is not possible (polling still works).
@@ -385,7 +368,7 @@ impl Relay {
                     self.health.degraded(format!("outbox relay: {e}"));
                 }
             }
-            if last_prune.elapsed() >= Duration::from_secs(60) {
+            if last_prune.elapsed() >= retention::PRUNE_INTERVAL {
                 last_prune = Instant::now();
                 if let Err(e) = self.prune().await {
                     tracing::warn!(error = %e, "pruning failed");

@@ -644,6 +644,44 @@ async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
 }
 
 #[tokio::test]
+async fn with_debezium_publishing_nothing_here_publishes_and_rows_go_by_age() {
+    use backend::outbox::retention::{self, PublishedBy};
+
+    let database = fresh_database().await;
+    let mut s = settings(&database);
+    s.events.relay_enabled = true;
+    s.events.publisher = PublisherKind::Debezium;
+    let app = spawn_with(s).await;
+    create_tasks(&app, "cdc", 2).await;
+    // The broker is up: a relay would have sent the rows within milliseconds of the commit.
+    // Debezium reads the WAL instead, so they are never marked sent here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND attempts = 0")
+            .await,
+        4
+    );
+    let ready = app.anonymous(Method::GET, "/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    // Unsent rows past the retention go too: the connector took them from the WAL at commit.
+    app.execute("UPDATE outbox SET created_at = now() - interval '100 hours' WHERE seq <= 2")
+        .await;
+    retention::prune(
+        &app.pool,
+        Duration::from_secs(72 * 3600),
+        PublishedBy::ChangeCapture,
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE seq <= 2")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
     use std::sync::Arc;
 

@@ -1,0 +1,68 @@
+//! What the outbox and its neighbours no longer need. With the built-in relay a row may go once
+//! it was sent longer than `OUTBOX_RETENTION_HOURS` ago; with `EVENT_PUBLISHER=debezium` nothing
+//! in this process publishes and no row is ever marked sent, because Debezium reads committed
+//! rows from the write-ahead log, never from the table: every row older than the retention goes.
+
+use std::time::Duration;
+
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+use taskflow_db::DbPool;
+use tokio::sync::watch;
+
+/// Who publishes the outbox's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishedBy {
+    /// The relay: unsent rows stay until they are sent.
+    Relay,
+    /// Debezium, from the write-ahead log: a committed row is already on its way.
+    ChangeCapture,
+}
+
+/// How often the pruning runs.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Delete outbox rows past the retention, expired idempotency keys, and consumers'
+/// processed-event records older than 30 days.
+pub async fn prune(pool: &DbPool, retention: Duration, by: PublishedBy) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    let hours = (retention.as_secs() / 3600).max(1) as i64;
+    let sql = match by {
+        PublishedBy::Relay => {
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => $1::int)"
+        }
+        PublishedBy::ChangeCapture => {
+            "DELETE FROM outbox WHERE created_at < now() - make_interval(hours => $1::int)"
+        }
+    };
+    let pruned = diesel::sql_query(sql)
+        .bind::<BigInt, _>(hours)
+        .execute(&mut conn)
+        .await?;
+    let keys = crate::idempotency::prune(&mut conn).await?;
+    let processed = taskflow_db::processed::prune(&mut conn).await?;
+    if pruned + keys + processed > 0 {
+        tracing::info!(
+            outbox_rows = pruned,
+            idempotency_keys = keys,
+            processed_events = processed,
+            "pruned"
+        );
+    }
+    Ok(())
+}
+
+/// Prune every [`PRUNE_INTERVAL`] until `shutdown` turns true: what runs instead of the relay
+/// when Debezium publishes.
+pub async fn run(pool: DbPool, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+    tracing::info!("outbox published by change data capture (Debezium): pruning only");
+    loop {
+        if let Err(e) = prune(&pool, retention, PublishedBy::ChangeCapture).await {
+            tracing::warn!(error = %e, "pruning failed");
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
+}
