@@ -54,7 +54,7 @@ impl RecurrenceHandler {
         let events = IntCounterVec::new(
             Opts::new(
                 "taskflow_recurrence_events_total",
-                "Task events handled, by type (duplicates are skipped before they count)",
+                "Task events by type: a completion counts once it is handled, the others (nothing to do) as they arrive",
             ),
             &["type"],
         )?;
@@ -90,6 +90,21 @@ impl RecurrenceHandler {
 }
 
 impl Handler for RecurrenceHandler {
+    /// Only completions create anything; every other task event is acknowledged without a
+    /// transaction. Anything else on the topic goes on to `handle`, which dead-letters it.
+    fn wants(&self, delivery: &Delivery<'_>) -> bool {
+        let Ok(event) = delivery.task_event() else {
+            return true;
+        };
+        let wanted = event.event_type == TaskEventType::Completed;
+        if !wanted {
+            self.events
+                .with_label_values(&[event.event_type.as_str()])
+                .inc();
+        }
+        wanted
+    }
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut AsyncPgConnection,
@@ -100,9 +115,6 @@ impl Handler for RecurrenceHandler {
             self.events
                 .with_label_values(&[event.event_type.as_str()])
                 .inc();
-            if event.event_type != TaskEventType::Completed {
-                return Ok(());
-            }
             let outcome =
                 next_occurrence(conn, event, delivery.event.traceparent.as_deref()).await?;
             match outcome {

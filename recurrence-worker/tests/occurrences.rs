@@ -8,6 +8,7 @@ use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 use common::*;
 use shared_events::topics::TASK_EVENTS;
+use shared_events::TaskEventType;
 use taskflow_db::DbPool;
 use taskflow_test_support::kafka::prefixed_topics;
 use uuid::Uuid;
@@ -172,6 +173,27 @@ async fn a_completed_daily_task_gets_its_next_day_once_however_often_it_is_deliv
         1.0,
         "the two redeliveries never reached the handler"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_completions_take_a_transaction_the_other_events_are_acknowledged_as_they_come() {
+    let s = setup("ignored").await;
+    let task = Uuid::now_v7();
+    let (updated, completed) = (Uuid::now_v7(), Uuid::now_v7());
+    // One key, so one partition, in this order.
+    s.deliver(task, &task_event(updated, task, 2, TaskEventType::Updated))
+        .await;
+    s.deliver(
+        task,
+        &task_event(completed, task, 3, TaskEventType::Completed),
+    )
+    .await;
+    // A completion of a task this database does not have creates nothing but is recorded.
+    s.handled(completed).await;
+    assert_eq!(handled(&s.worker, "ignored"), 1);
+    assert_eq!(handled(&s.worker, "handled"), 1);
+    let recorded = processed_ids(&s.pool, &s.group).await;
+    assert_eq!(recorded, [completed].into(), "no record for the update");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use shared_events::topics::{dead_letter_topic, TopicSpec, TASK_EVENTS};
+use shared_events::TaskEventType;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -58,7 +59,12 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
     for i in 0..EVENTS {
         let task = tasks[i % tasks.len()];
         let id = Uuid::now_v7();
-        let payload = task_updated(id, task, (i / tasks.len()) as i64 + 1);
+        let payload = task_event(
+            id,
+            task,
+            (i / tasks.len()) as i64 + 1,
+            TaskEventType::Completed,
+        );
         let partition = send(&producer, &topic, &task.to_string(), None, &payload).await;
         sent.push(Sent { id, partition });
     }
@@ -176,7 +182,7 @@ async fn sigterm_mid_stream_finishes_in_flight_and_the_next_run_loses_and_repeat
     let mut markers = Vec::new();
     for p in 0..PARTITIONS {
         let id = Uuid::now_v7();
-        let payload = task_updated(id, Uuid::now_v7(), 1);
+        let payload = task_event(id, Uuid::now_v7(), 1, TaskEventType::Completed);
         send(&producer, &topic, "marker", Some(p), &payload).await;
         markers.push(id);
     }

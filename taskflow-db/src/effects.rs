@@ -78,6 +78,12 @@ impl From<DieselError> for HandlerError {
 
 /// The effect of an event, run on the connection of the transaction that records it.
 pub trait Handler: Send + Sync {
+    /// Whether `delivery` can have an effect at all. One that cannot is acknowledged without a
+    /// transaction or a processed-event record: handling it again does nothing either.
+    fn wants(&self, _delivery: &Delivery<'_>) -> bool {
+        true
+    }
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut AsyncPgConnection,
@@ -92,6 +98,8 @@ pub enum Handled {
     Applied,
     /// `consumer` had already handled this event id: nothing ran.
     Duplicate,
+    /// [`Handler::wants`] said no: nothing ran, nothing was recorded.
+    Ignored,
 }
 
 /// Run `handler` for `delivery` once per `(consumer, event id)`, in one transaction with the
@@ -102,6 +110,9 @@ pub async fn handle_once(
     handler: &dyn Handler,
     delivery: Delivery<'_>,
 ) -> Result<Handled, HandlerError> {
+    if !handler.wants(&delivery) {
+        return Ok(Handled::Ignored);
+    }
     let mut conn = pool
         .get()
         .await

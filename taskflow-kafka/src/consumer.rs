@@ -106,7 +106,7 @@ impl ConsumerMetrics {
             messages: IntCounterVec::new(
                 Opts::new(
                     "taskflow_consumer_messages_total",
-                    "Consumed messages by topic and outcome (handled, duplicate, dead_lettered, retried)",
+                    "Consumed messages by topic and outcome (handled, duplicate, ignored, dead_lettered, retried)",
                 ),
                 &["topic", "outcome"],
             )?,
@@ -485,6 +485,7 @@ async fn process(
         let outcome = match result {
             Ok(Handled::Applied) => "handled",
             Ok(Handled::Duplicate) => "duplicate",
+            Ok(Handled::Ignored) => "ignored",
             Err(HandlerError::Permanent(reason)) => {
                 state.failing.store(false, Ordering::Relaxed);
                 return dead_letter(shared, m, &reason, stopped).await;

@@ -79,11 +79,12 @@ pub async fn processed_ids(pool: &DbPool, group: &str) -> BTreeSet<Uuid> {
 }
 
 /// A valid `com.taskflow.task.updated` CloudEvent for a task.
-pub fn task_updated(id: Uuid, task_id: Uuid, version: i64) -> Vec<u8> {
+pub fn task_event(id: Uuid, task_id: Uuid, version: i64, kind: TaskEventType) -> Vec<u8> {
     let now = Utc::now();
     let mut task = TaskSnapshot::new(task_id, "alice", &format!("task {task_id}"), now);
     task.version = version;
-    let event = CloudEvent::for_task(id, TaskEventType::Updated, task, now, None);
+    task.completed = kind == TaskEventType::Completed;
+    let event = CloudEvent::for_task(id, kind, task, now, None);
     serde_json::to_vec(&event).unwrap()
 }
 
