@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 pub use taskflow_runtime::config::Secret;
-use taskflow_runtime::config::{millis, parsed, var, CommonSettings};
+use taskflow_runtime::config::{default_of, millis, parsed, shared, var, CommonSettings};
+use taskflow_runtime::secrets::Secrets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherKind {
@@ -56,8 +57,8 @@ impl Default for EventSettings {
         EventSettings {
             relay_enabled: true,
             publisher: PublisherKind::Kafka,
-            dapr_http_endpoint: "http://127.0.0.1:3500".into(),
-            dapr_pubsub_name: "kafka-pubsub".into(),
+            dapr_http_endpoint: default_of("DAPR_HTTP_ENDPOINT").into(),
+            dapr_pubsub_name: default_of("DAPR_PUBSUB_NAME").into(),
             batch_size: 500,
             poll_interval: Duration::from_millis(1_000),
             max_backoff: Duration::from_millis(30_000),
@@ -84,10 +85,21 @@ impl Settings {
         }
     }
 
-    /// Read the settings from the environment.
-    pub fn from_env() -> anyhow::Result<Settings> {
-        let common = CommonSettings::from_env(16)?;
-        let jwt_secret = var("JWT_SECRET").map(Secret::new);
+    /// The secrets the backend needs (`SECRETS_SOURCE`): the database's URL, and the HS256 key
+    /// unless tokens are checked against `JWT_JWKS_URL` only.
+    pub async fn secrets() -> anyhow::Result<Secrets> {
+        let required: &[&str] = if var("JWT_JWKS_URL").is_some() {
+            &["DATABASE_URL"]
+        } else {
+            &["DATABASE_URL", "JWT_SECRET"]
+        };
+        Ok(Secrets::load(required).await?)
+    }
+
+    /// Read the settings from the environment, the secrets from `secrets`.
+    pub fn from_env(secrets: &Secrets) -> anyhow::Result<Settings> {
+        let common = CommonSettings::from_env(16, secrets)?;
+        let jwt_secret = secrets.var("JWT_SECRET").map(Secret::new);
         let jwt_jwks_url = var("JWT_JWKS_URL");
         if jwt_secret.is_none() && jwt_jwks_url.is_none() {
             bail!("set JWT_SECRET (HS256) and/or JWT_JWKS_URL (asymmetric keys)");
@@ -113,8 +125,8 @@ impl Settings {
             events: EventSettings {
                 relay_enabled: parsed("OUTBOX_RELAY_ENABLED", d.relay_enabled)?,
                 publisher,
-                dapr_http_endpoint: var("DAPR_HTTP_ENDPOINT").unwrap_or(d.dapr_http_endpoint),
-                dapr_pubsub_name: var("DAPR_PUBSUB_NAME").unwrap_or(d.dapr_pubsub_name),
+                dapr_http_endpoint: shared("DAPR_HTTP_ENDPOINT"),
+                dapr_pubsub_name: shared("DAPR_PUBSUB_NAME"),
                 batch_size: parsed("OUTBOX_BATCH_SIZE", d.batch_size)?.clamp(1, 10_000),
                 poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", d.poll_interval)?,
                 max_backoff: millis("OUTBOX_MAX_BACKOFF_MS", d.max_backoff)?,

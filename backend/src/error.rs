@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("the task has version {current}; If-Match asked for {expected}")]
     PreconditionFailed { expected: String, current: i64 },
+    /// A write naming an ETag that is no longer current (or naming none for what now exists).
+    #[error("{0}")]
+    StaleWrite(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the request body must be JSON (Content-Type: application/json)")]
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed { .. } => "version_mismatch",
+            ApiError::StaleWrite(_) => "etag_mismatch",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
@@ -105,7 +109,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionFailed { .. } | ApiError::StaleWrite(_) => {
+                StatusCode::PRECONDITION_FAILED
+            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", backend::openapi::document().to_pretty_json()?);
         return Ok(());
     }
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env(&Settings::secrets().await?)?;
     telemetry::init(settings.common.log_format);
     match args.as_slice() {
         [] | ["serve"] => serve(settings).await,

@@ -12,7 +12,6 @@ use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
 use anyhow::{bail, Context};
 use taskflow_db::jobs::{JobRunner, RunnerSettings};
-use taskflow_db::kv::PgKeyValueStore;
 use taskflow_db::reminders::{FireReminders, FIRE_JOB};
 use taskflow_db::DbPool;
 use taskflow_kafka::publisher::{DaprPublisher, KafkaPublisher, Publisher};
@@ -109,9 +108,11 @@ impl Application {
             Some(OutboxTask::Relay(r)) => Data::from(r.wakeup()),
             _ => Data::default(),
         };
+        let store: preferences::Store = Data::new(settings.common.state_store.open(pool.clone())?);
         let server = run(
             listener,
             pool.clone(),
+            store,
             auth,
             metrics.clone(),
             event_path.clone(),
@@ -236,16 +237,17 @@ struct Subscriber {
     token: Data<events::AppApiToken>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     listener: TcpListener,
     pool: DbPool,
+    store: preferences::Store,
     auth: Data<Authenticator>,
     metrics: Data<Metrics>,
     event_path: Data<EventPathHealth>,
     subscriber: Subscriber,
     wakeup: Data<RelayWakeup>,
 ) -> anyhow::Result<Server> {
-    let store: preferences::Store = Data::new(Arc::new(PgKeyValueStore::new(pool.clone())));
     let pool = Data::new(pool);
     let migrations_seen = Data::new(health::MigrationsSeen::default());
     let server = HttpServer::new(move || {

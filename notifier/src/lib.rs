@@ -14,15 +14,15 @@ use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use prometheus::Registry;
 use serde_json::json;
-use shared_events::topics::REMINDERS_DLQ;
+use shared_events::topics::{REMINDERS, REMINDERS_DLQ};
 use taskflow_db::effects::{Delivery, Handler, HandlerError};
 use taskflow_db::jobs::{self, JobRunner, RunnerSettings};
-use taskflow_db::kv::{KeyValueStore, PgKeyValueStore};
+use taskflow_db::kv::KeyValueStore;
 use taskflow_db::notifications::{self, DELIVERED};
 use taskflow_db::preferences::{self, Channel};
 use taskflow_db::DbPool;
-use taskflow_runtime::config::{millis, parsed, var};
-use taskflow_runtime::worker::WorkerSettings;
+use taskflow_runtime::config::{millis, parsed, shared, var, Secret};
+use taskflow_runtime::worker::{PushSettings, WorkerSettings};
 
 use crate::metrics::Metrics;
 use crate::webhook::{DeadLetters, WebhookDelivery, WEBHOOK_JOB};
@@ -59,6 +59,24 @@ impl WebhookSettings {
             base_backoff: millis("WEBHOOK_BACKOFF_MS", Duration::from_secs(2))?,
             max_backoff: millis("WEBHOOK_MAX_BACKOFF_MS", Duration::from_secs(600))?,
         })
+    }
+}
+
+/// Where Dapr pushes `reminders` with `SUBSCRIBER=dapr` (`dapr-components/subscriptions.yaml`).
+pub const REMINDERS_ROUTE: &str = "/api/events/reminders";
+
+/// `SUBSCRIBER`: `kafka` (the consumer group) or `dapr` (pushed by the sidecar to
+/// [`REMINDERS_ROUTE`], guarded by `APP_API_TOKEN`).
+pub fn push_settings() -> anyhow::Result<Option<PushSettings>> {
+    match shared("SUBSCRIBER").as_str() {
+        "kafka" => Ok(None),
+        "dapr" => Ok(Some(PushSettings {
+            pubsub: shared("DAPR_PUBSUB_NAME"),
+            topic: REMINDERS,
+            route: REMINDERS_ROUTE,
+            app_api_token: var("APP_API_TOKEN").map(Secret::new),
+        })),
+        other => anyhow::bail!("SUBSCRIBER={other:?} is invalid: use kafka or dapr"),
     }
 }
 
@@ -119,7 +137,7 @@ pub fn build(
     worker: &WorkerSettings,
     webhook: &WebhookSettings,
 ) -> anyhow::Result<(ReminderHandler, JobRunner)> {
-    let store: Arc<dyn KeyValueStore> = Arc::new(PgKeyValueStore::new(pool.clone()));
+    let store: Arc<dyn KeyValueStore> = worker.common.state_store.open(pool.clone())?;
     let metrics = Arc::new(Metrics::new(registry)?);
     let dead_letters = DeadLetters::new(
         &worker.common.kafka_brokers,

@@ -204,7 +204,7 @@ impl Setup {
             webhook_url: Some(url.to_owned()),
             webhook_secret: Some(secret_for(path)),
         };
-        preferences::save(&store, user, &prefs).await.unwrap();
+        preferences::save(&store, user, &prefs, None).await.unwrap();
     }
 
     /// Produce one reminder firing for `user`; returns its event id.

@@ -1,13 +1,18 @@
-//! A small key-value store for per-user settings: PostgreSQL natively (`kv_store`); a Dapr
-//! state-store implementation plugs in behind the same trait.
+//! A small key-value store for per-user settings, with Dapr's first-write concurrency: every
+//! value has an ETag, and a write names the ETag it read (or none, for a key it found absent);
+//! a write that lost a race fails with [`KvError::Conflict`]. Two implementations pass the same
+//! tests (`tests/kv.rs`): PostgreSQL's `kv_store` (the ETag is a version counter) and Dapr's
+//! state API ([`DaprStateStore`], `STATE_STORE=dapr`).
+
+mod dapr;
 
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+pub use self::dapr::DaprStateStore;
 use crate::pool::DbPool;
 use crate::schema::kv_store;
 
@@ -15,13 +20,30 @@ use crate::schema::kv_store;
 pub enum KvError {
     #[error("key-value store unavailable: {0}")]
     Unavailable(String),
+    /// The key changed (or appeared) since it was read.
+    #[error("{0} was changed by another write; read it again")]
+    Conflict(String),
     #[error("key-value store: {0}")]
     Database(#[from] diesel::result::Error),
 }
 
+/// A stored value and its ETag (opaque; compare it, never parse it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub value: Value,
+    pub etag: String,
+}
+
 pub trait KeyValueStore: Send + Sync {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, KvError>>;
-    fn put<'a>(&'a self, key: &'a str, value: &'a Value) -> BoxFuture<'a, Result<(), KvError>>;
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, KvError>>;
+
+    /// Write `value` if the key still has `etag`, or, with `None`, if it does not exist yet.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a Value,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), KvError>>;
 }
 
 /// The store in the shared database.
@@ -43,31 +65,60 @@ impl PgKeyValueStore {
 }
 
 impl KeyValueStore for PgKeyValueStore {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, KvError>> {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, KvError>> {
         Box::pin(async move {
             let mut conn = self.conn().await?;
-            Ok(kv_store::table
+            let row: Option<(Value, i64)> = kv_store::table
                 .find(key)
-                .select(kv_store::value)
+                .select((kv_store::value, kv_store::version))
                 .first(&mut conn)
                 .await
-                .optional()?)
+                .optional()?;
+            Ok(row.map(|(value, version)| Versioned {
+                value,
+                etag: version.to_string(),
+            }))
         })
     }
 
-    fn put<'a>(&'a self, key: &'a str, value: &'a Value) -> BoxFuture<'a, Result<(), KvError>> {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a Value,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), KvError>> {
         Box::pin(async move {
             let mut conn = self.conn().await?;
-            diesel::insert_into(kv_store::table)
-                .values((kv_store::key.eq(key), kv_store::value.eq(value)))
-                .on_conflict(kv_store::key)
-                .do_update()
-                .set((
-                    kv_store::value.eq(excluded(kv_store::value)),
-                    kv_store::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(&mut conn)
-                .await?;
+            let written = match etag {
+                None => {
+                    diesel::insert_into(kv_store::table)
+                        .values((kv_store::key.eq(key), kv_store::value.eq(value)))
+                        .on_conflict_do_nothing()
+                        .execute(&mut conn)
+                        .await?
+                }
+                // An ETag this store never issued matches nothing.
+                Some(etag) => match etag.parse::<i64>() {
+                    Err(_) => 0,
+                    Ok(version) => {
+                        diesel::update(
+                            kv_store::table
+                                .find(key)
+                                .filter(kv_store::version.eq(version)),
+                        )
+                        .set((
+                            kv_store::value.eq(value),
+                            kv_store::version.eq(kv_store::version + 1),
+                            kv_store::updated_at.eq(diesel::dsl::now),
+                        ))
+                        .execute(&mut conn)
+                        .await?
+                    }
+                },
+            };
+            if written == 0 {
+                return Err(KvError::Conflict(key.to_owned()));
+            }
             Ok(())
         })
     }

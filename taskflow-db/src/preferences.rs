@@ -58,22 +58,36 @@ fn key(user_id: &str) -> String {
 
 /// The user's preferences; the defaults (in-app only) when none were saved.
 pub async fn load(store: &dyn KeyValueStore, user_id: &str) -> Result<Preferences, KvError> {
+    Ok(load_versioned(store, user_id).await?.0)
+}
+
+/// The user's preferences and the ETag to save them back with (None: never saved).
+pub async fn load_versioned(
+    store: &dyn KeyValueStore,
+    user_id: &str,
+) -> Result<(Preferences, Option<String>), KvError> {
     match store.get(&key(user_id)).await? {
         // A value this code cannot read is treated as never saved rather than failing forever.
-        Some(value) => Ok(serde_json::from_value(value).unwrap_or_else(|e| {
-            tracing::error!(user = user_id, error = %e, "stored preferences are unreadable");
-            Preferences::default()
-        })),
-        None => Ok(Preferences::default()),
+        Some(stored) => Ok((
+            serde_json::from_value(stored.value).unwrap_or_else(|e| {
+                tracing::error!(user = user_id, error = %e, "stored preferences are unreadable");
+                Preferences::default()
+            }),
+            Some(stored.etag),
+        )),
+        None => Ok((Preferences::default(), None)),
     }
 }
 
+/// Save the preferences if they still have `etag` (None: if none were saved); else
+/// [`KvError::Conflict`].
 pub async fn save(
     store: &dyn KeyValueStore,
     user_id: &str,
     preferences: &Preferences,
+    etag: Option<&str>,
 ) -> Result<(), KvError> {
     let value = serde_json::to_value(preferences)
         .map_err(|e| KvError::Unavailable(format!("encoding preferences: {e}")))?;
-    store.put(&key(user_id), &value).await
+    store.put(&key(user_id), &value, etag).await
 }

@@ -134,6 +134,7 @@ diesel::table! {
         key -> Text,
         value -> Jsonb,
         updated_at -> Timestamptz,
+        version -> Int8,
     }
 }
 

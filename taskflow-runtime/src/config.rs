@@ -2,10 +2,14 @@
 //! with their defaults in `config/defaults.env` (which `./dev` reads too).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
+use taskflow_db::kv::{DaprStateStore, KeyValueStore, PgKeyValueStore};
+use taskflow_db::DbPool;
 
+use crate::secrets::Secrets;
 use crate::telemetry::LogFormat;
 
 const DEFAULTS: &str = include_str!("../../config/defaults.env");
@@ -37,6 +41,11 @@ where
             .parse()
             .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
     }
+}
+
+/// A shared setting: the environment's value, else its default in `config/defaults.env`.
+pub fn shared(name: &str) -> String {
+    var(name).unwrap_or_else(|| default_of(name).to_owned())
 }
 
 /// A variable in milliseconds.
@@ -73,6 +82,41 @@ pub struct CommonSettings {
     pub topic_prefix: String,
     pub assignment_strategy: String,
     pub log_format: LogFormat,
+    /// Where preferences live.
+    pub state_store: StateStore,
+}
+
+/// `STATE_STORE`: the key-value store behind preferences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateStore {
+    /// `kv_store` in the shared database.
+    Postgres,
+    /// Dapr's state API: the component `store` of the sidecar at `endpoint`.
+    Dapr { endpoint: String, store: String },
+}
+
+impl StateStore {
+    /// `STATE_STORE` (postgres or dapr), with `DAPR_HTTP_ENDPOINT` and `DAPR_STATE_STORE`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match shared("STATE_STORE").as_str() {
+            "postgres" => Ok(StateStore::Postgres),
+            "dapr" => Ok(StateStore::Dapr {
+                endpoint: shared("DAPR_HTTP_ENDPOINT"),
+                store: shared("DAPR_STATE_STORE"),
+            }),
+            other => bail!("STATE_STORE={other:?} is invalid: use postgres or dapr"),
+        }
+    }
+
+    pub fn open(&self, pool: DbPool) -> anyhow::Result<Arc<dyn KeyValueStore>> {
+        Ok(match self {
+            StateStore::Postgres => Arc::new(PgKeyValueStore::new(pool)),
+            StateStore::Dapr { endpoint, store } => Arc::new(
+                DaprStateStore::new(endpoint, store, Duration::from_secs(5))
+                    .context("creating the Dapr state client")?,
+            ),
+        })
+    }
 }
 
 impl CommonSettings {
@@ -85,12 +129,13 @@ impl CommonSettings {
             topic_prefix: default_of("KAFKA_TOPIC_PREFIX").to_owned(),
             assignment_strategy: default_of("KAFKA_ASSIGNMENT_STRATEGY").to_owned(),
             log_format: LogFormat::Json,
+            state_store: StateStore::Postgres,
         }
     }
 
-    /// Read from the environment; `db_pool_size` is this service's default for `DB_POOL_SIZE`.
-    pub fn from_env(db_pool_size: usize) -> anyhow::Result<Self> {
-        let shared = |name| var(name).unwrap_or_else(|| default_of(name).to_owned());
+    /// Read from the environment, `DATABASE_URL` from `secrets`; `db_pool_size` is this
+    /// service's default for `DB_POOL_SIZE`.
+    pub fn from_env(db_pool_size: usize, secrets: &Secrets) -> anyhow::Result<Self> {
         let assignment_strategy = shared("KAFKA_ASSIGNMENT_STRATEGY");
         if !["range", "roundrobin", "cooperative-sticky"].contains(&assignment_strategy.as_str()) {
             bail!("KAFKA_ASSIGNMENT_STRATEGY={assignment_strategy:?} is invalid: use range, roundrobin or cooperative-sticky");
@@ -100,7 +145,11 @@ impl CommonSettings {
             bail!("DB_POOL_SIZE must be at least 1");
         }
         Ok(CommonSettings {
-            database_url: Secret::new(shared("DATABASE_URL")),
+            database_url: Secret::new(
+                secrets
+                    .var("DATABASE_URL")
+                    .unwrap_or_else(|| default_of("DATABASE_URL").to_owned()),
+            ),
             db_pool_size,
             kafka_brokers: shared("KAFKA_BROKERS"),
             // May be empty, so not through `shared`, whose empty value means "unset".
@@ -110,6 +159,7 @@ impl CommonSettings {
                 .to_owned(),
             assignment_strategy,
             log_format: shared("LOG_FORMAT").parse().map_err(anyhow::Error::msg)?,
+            state_store: StateStore::from_env()?,
         })
     }
 

@@ -3,6 +3,8 @@
 //! `/health`, `/ready` and `/metrics`.
 
 pub mod config;
+pub mod dapr;
 pub mod lifecycle;
+pub mod secrets;
 pub mod telemetry;
 pub mod worker;

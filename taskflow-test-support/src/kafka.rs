@@ -78,7 +78,7 @@ pub struct Received {
 const QUIET: Duration = Duration::from_millis(1500);
 
 /// A consumer positioned at the beginning of every partition of `topic`.
-async fn reader(brokers: &str, topic: &str) -> StreamConsumer {
+pub async fn reader(brokers: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "taskflow-test-reader")

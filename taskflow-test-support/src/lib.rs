@@ -1,7 +1,8 @@
 //! What the test suites of every crate share (a dev-dependency only): databases cloned from a
-//! migrated template, the test broker's topics, reading topics back, producing events, and the
-//! services as child processes.
+//! migrated template, the test broker's topics, reading topics back, producing events, the
+//! services as child processes, and a test Dapr sidecar.
 
+pub mod dapr;
 pub mod db;
 pub mod kafka;
 pub mod process;

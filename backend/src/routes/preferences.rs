@@ -1,10 +1,13 @@
 //! `/api/{user_id}/preferences`: the user's notification channels and webhook. The webhook secret
-//! is write-only: answers only say whether one is set.
+//! is write-only: answers only say whether one is set. Answers carry the stored value's `ETag`;
+//! a `PUT` with `If-Match` saves only over that version, and every `PUT` saves only over what it
+//! read, so a lost race is a 412 rather than a silent overwrite (both stores, `STATE_STORE`).
 
 use std::sync::Arc;
 
+use actix_web::http::header;
 use actix_web::web::{Data, Json};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use taskflow_db::kv::{KeyValueStore, KvError};
 use taskflow_db::preferences::{self, Channel, Preferences};
@@ -65,6 +68,9 @@ impl From<KvError> for ApiError {
     fn from(e: KvError) -> Self {
         match e {
             KvError::Unavailable(m) => ApiError::Unavailable(m),
+            KvError::Conflict(_) => ApiError::StaleWrite(
+                "the preferences changed since they were read; GET them and retry".into(),
+            ),
             KvError::Database(e) => e.into(),
         }
     }
@@ -77,25 +83,43 @@ impl From<KvError> for ApiError {
     security(("bearer" = []))
 )]
 pub async fn get(PathUser(user_id): PathUser, store: Store) -> Result<HttpResponse, ApiError> {
-    let prefs = preferences::load(store.as_ref().as_ref(), &user_id).await?;
-    Ok(HttpResponse::Ok().json(PreferencesView::from(&prefs)))
+    let (prefs, etag) = preferences::load_versioned(store.as_ref().as_ref(), &user_id).await?;
+    Ok(answer(&prefs, etag.as_deref()))
+}
+
+fn answer(prefs: &Preferences, etag: Option<&str>) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    if let Some(etag) = etag {
+        response.insert_header((header::ETAG, format!("\"{etag}\"")));
+    }
+    response.json(PreferencesView::from(prefs))
 }
 
 #[utoipa::path(
     put, operation_id = "put_preferences", path = "/api/{user_id}/preferences", tag = "notifications",
-    params(("user_id" = String, Path)),
+    params(("user_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PreferencesBody,
-    responses((status = 200, description = "The saved preferences", body = PreferencesView), (status = 400, description = "Malformed JSON or wrong types"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 422, description = "Invalid fields (details.fields)")),
+    responses((status = 200, description = "The saved preferences", body = PreferencesView), (status = 400, description = "Malformed JSON or wrong types"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 412, description = "If-Match names an older version, or another write came first"), (status = 422, description = "Invalid fields (details.fields)")),
     security(("bearer" = []))
 )]
 pub async fn put(
     PathUser(user_id): PathUser,
+    req: HttpRequest,
     body: Json<PreferencesBody>,
     store: Store,
 ) -> Result<HttpResponse, ApiError> {
     let store = store.as_ref().as_ref();
     let body = body.into_inner();
-    let stored = preferences::load(store, &user_id).await?;
+    let if_match = crate::routes::tasks::header(req.headers(), "If-Match")?.map(|v| {
+        v.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned()
+    });
+    let (stored, read) = preferences::load_versioned(store, &user_id).await?;
+    if if_match.is_some() && if_match != read {
+        return Err(KvError::Conflict(user_id).into());
+    }
     let mut channels = vec![Channel::InApp];
     if body.channels.contains(&Channel::Webhook) {
         channels.push(Channel::Webhook);
@@ -126,6 +150,8 @@ pub async fn put(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    preferences::save(store, &user_id, &next).await?;
-    Ok(HttpResponse::Ok().json(PreferencesView::from(&next)))
+    preferences::save(store, &user_id, &next, read.as_deref()).await?;
+    // The new ETag is the store's to make (Dapr answers a save without one): read it back.
+    let (_, etag) = preferences::load_versioned(store, &user_id).await?;
+    Ok(answer(&next, etag.as_deref()))
 }

@@ -1,8 +1,9 @@
 //! `/api/{user_id}/reminders`: the user's reminders and snoozing one; and
-//! `POST /internal/reminders/scan`, one scan for due reminders (for a Dapr cron binding).
+//! `POST /internal/reminders/scan`, one scan for due reminders: the route of the Dapr cron binding
+//! `dapr-components/binding-cron.yaml`, guarded like Dapr's deliveries (`APP_API_TOKEN`).
 
 use actix_web::web::{Data, Json, Query};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::{PathUser, ReminderId};
 use crate::error::ApiError;
+use crate::routes::events::AppApiToken;
 use taskflow_db::reminders::{self, ReminderRow, ReminderStatus, SnoozeError};
 use taskflow_db::DbPool;
 
@@ -162,9 +164,14 @@ pub struct ScanResult {
 
 #[utoipa::path(
     post, operation_id = "scan_reminders", path = "/internal/reminders/scan", tag = "operations",
-    responses((status = 200, description = "Due reminders fired; harmless on every replica at once", body = ScanResult)),
+    responses((status = 200, description = "Due reminders fired; harmless on every replica at once", body = ScanResult), (status = 401, description = "APP_API_TOKEN is set and dapr-api-token is missing or wrong"), (status = 403, description = "Called with a user's token")),
 )]
-pub async fn scan(pool: Data<DbPool>) -> Result<HttpResponse, ApiError> {
+pub async fn scan(
+    req: HttpRequest,
+    pool: Data<DbPool>,
+    token: Data<AppApiToken>,
+) -> Result<HttpResponse, ApiError> {
+    token.authorize(&req)?;
     let mut pooled = pool.get().await?;
     let conn: &mut AsyncPgConnection = &mut pooled;
     let fired = conn

@@ -72,7 +72,7 @@ pub struct TaskPage {
 
 /// A request header's value. One that is present but not visible ASCII is refused, so that a
 /// garbled `If-Match` or `Idempotency-Key` is never mistaken for an absent one.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     headers
         .get(name)
         .map(|v| {

@@ -1,10 +1,18 @@
-//! The backend as a Dapr subscriber, against Dapr's documented delivery contract: `GET
-//! /dapr/subscribe` equals `dapr-components/subscriptions.yaml`, and `POST
-//! /api/events/task-events` answers SUCCESS / RETRY / DROP as Dapr interprets them.
+//! The backend against Dapr's documented contract: `GET /dapr/subscribe` equals
+//! `dapr-components/subscriptions.yaml`, `POST /api/events/task-events` answers SUCCESS / RETRY
+//! / DROP as Dapr interprets them; preferences through either state store; the cron binding's
+//! scan; secrets from the Dapr secret store, or a start-up error naming the missing one.
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use taskflow_test_support::dapr::{contract_endpoint, declared_subscriptions, TestSidecar};
+use taskflow_test_support::kafka::brokers;
+use taskflow_test_support::process::{free_port, Service};
 use taskflow_test_support::proxy::TcpProxy;
+use tokio::time::Instant;
 
 use crate::helpers::{error_code, fresh_database, settings, spawn_with, TestApp};
 
@@ -62,30 +70,7 @@ async fn dapr_subscribe_equals_the_declarative_subscriptions() {
         .json()
         .await
         .unwrap();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../dapr-components/subscriptions.yaml"
-    ))
-    .unwrap();
-    let declared: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            serde_yaml::from_value::<Value>(serde::Deserialize::deserialize(doc).unwrap()).unwrap()
-        })
-        .filter(|doc| {
-            doc["scopes"]
-                .as_array()
-                .is_some_and(|s| s.contains(&json!("todo-backend")))
-        })
-        .map(|doc| {
-            let spec = &doc["spec"];
-            json!({
-                "pubsubname": spec["pubsubname"],
-                "topic": spec["topic"],
-                "routes": spec["routes"],
-                "deadLetterTopic": spec["deadLetterTopic"],
-            })
-        })
-        .collect();
+    let declared = declared_subscriptions("todo-backend");
     assert_eq!(served, Value::Array(declared));
 }
 
@@ -190,7 +175,7 @@ async fn retry_while_the_database_is_away_then_success() {
         if answer == "SUCCESS" {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(answer, "SUCCESS");
     let direct_pool = taskflow_db::pool(&direct, 1).unwrap();
@@ -200,4 +185,251 @@ async fn retry_while_the_database_is_away_then_success() {
     )
     .await;
     assert_eq!(n, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The other building blocks: state (preferences), the cron binding, secrets.
+
+/// PUT the preferences with an optional If-Match: (status, ETag, body).
+async fn put_preferences(
+    app: &TestApp,
+    user: &str,
+    if_match: Option<&str>,
+    url: &str,
+) -> (u16, Option<String>, Value) {
+    let mut req = app
+        .as_user(user, Method::PUT, &format!("/api/{user}/preferences"))
+        .json(&json!({"channels": ["in_app", "webhook"], "webhook_url": url, "webhook_secret": "s3cret"}));
+    if let Some(etag) = if_match {
+        req = req.header("If-Match", etag);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let etag = res
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, etag, res.json().await.unwrap())
+}
+
+/// Round trip and conflicts of the preferences API, whatever store is behind it.
+async fn preferences_behave(app: &TestApp) {
+    let user = "pia";
+    let (status, etag, _) = put_preferences(app, user, None, "https://example.org/a").await;
+    assert_eq!(status, 200);
+    let first = etag.expect("a saved value has an ETag");
+    let res = app
+        .as_user(user, Method::GET, &format!("/api/{user}/preferences"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers().get("etag").unwrap().to_str().unwrap(),
+        first,
+        "GET answers the ETag the PUT did"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["webhook_url"], "https://example.org/a");
+    assert_eq!(body["channels"], json!(["in_app", "webhook"]));
+    assert_eq!(body["webhook_secret_set"], true);
+
+    let (status, etag, _) = put_preferences(app, user, Some(&first), "https://example.org/b").await;
+    assert_eq!(status, 200);
+    let second = etag.unwrap();
+    assert_ne!(second, first);
+    // The first ETag is stale now: 412, and nothing changes.
+    let (status, _, body) = put_preferences(app, user, Some(&first), "https://example.org/c").await;
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(body["error"]["code"], "etag_mismatch");
+    let (status, _, body) = put_preferences(app, user, Some("\"garbage\""), "https://x.org/").await;
+    assert_eq!(status, 412, "{body}");
+    let got: Value = app
+        .as_user(user, Method::GET, &format!("/api/{user}/preferences"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["webhook_url"], "https://example.org/b");
+    // Writers racing over the same read: one wins, the others get 412.
+    let racers = (0..4).map(|i| {
+        let second = second.clone();
+        async move {
+            put_preferences(app, user, Some(&second), &format!("https://r{i}.org/"))
+                .await
+                .0
+        }
+    });
+    let mut statuses = futures::future::join_all(racers).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412, 412, 412]);
+}
+
+#[tokio::test]
+async fn preferences_round_trip_and_conflict_in_postgres() {
+    let app = spawn_with(settings(&fresh_database().await)).await;
+    preferences_behave(&app).await;
+}
+
+#[tokio::test]
+async fn preferences_round_trip_and_conflict_in_the_dapr_state_store() {
+    let sidecar = TestSidecar::start(&brokers(), "kafka-pubsub").await;
+    sidecar.add_state_store("taskflow-state");
+    let url = fresh_database().await;
+    let mut s = settings(&url);
+    s.common.state_store = taskflow_runtime::config::StateStore::Dapr {
+        endpoint: contract_endpoint(&sidecar),
+        store: "taskflow-state".into(),
+    };
+    let app = spawn_with(s).await;
+    preferences_behave(&app).await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM kv_store").await,
+        0,
+        "with STATE_STORE=dapr nothing is written to kv_store"
+    );
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn the_cron_binding_runs_the_reminder_scan() {
+    let sidecar = TestSidecar::start(&brokers(), "kafka-pubsub").await;
+    let mut s = settings(&fresh_database().await);
+    // Only the binding fires reminders here.
+    s.reminder_scheduler_enabled = false;
+    s.app_api_token = Some(backend::configuration::Secret::new("dapr-secret"));
+    let app = spawn_with(s).await;
+    let due = (chrono::Utc::now() + chrono::TimeDelta::hours(2)).to_rfc3339();
+    for i in 0..3 {
+        app.create(
+            "cora",
+            json!({"title": format!("c{i}"), "due_at": due, "reminder_minutes_before": 5}),
+        )
+        .await;
+    }
+    app.execute("UPDATE reminders SET remind_at = now() - interval '1 second'")
+        .await;
+    // Without the app token the binding's call is refused, and nothing fires.
+    assert_eq!(
+        sidecar
+            .trigger_binding(&app.address, "reminder-scan", None)
+            .await,
+        401
+    );
+    assert_eq!(app.outbox("reminders").await.len(), 0);
+    // Every replica's binding fires: two calls, each reminder once.
+    for _ in 0..2 {
+        assert_eq!(
+            sidecar
+                .trigger_binding(&app.address, "reminder-scan", Some("dapr-secret"))
+                .await,
+            200
+        );
+    }
+    assert_eq!(app.outbox("reminders").await.len(), 3);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM reminders WHERE status = 'fired'")
+            .await,
+        3
+    );
+    sidecar.stop().await;
+}
+
+/// The backend binary with `SECRETS_SOURCE=dapr` against `sidecar`, the environment's
+/// `DATABASE_URL` pointing nowhere.
+fn backend_with_dapr_secrets(sidecar: &TestSidecar, name: &str) -> (Service, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut service = Service::start(
+        env!("CARGO_BIN_EXE_backend"),
+        name,
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        &[
+            ("SECRETS_SOURCE", "dapr"),
+            ("DAPR_HTTP_ENDPOINT", &sidecar.endpoint),
+            ("DAPR_SECRET_STORE", "test-secrets"),
+            ("DAPR_SECRET_NAME", "taskflow-secrets"),
+            (
+                "DATABASE_URL",
+                "postgres://nobody:wrong@127.0.0.1:1/nowhere",
+            ),
+            ("JWT_SECRET", "the-environment-s-secret"),
+            ("HTTP_ADDR", &addr),
+            ("KAFKA_BROKERS", &brokers()),
+        ],
+    );
+    service.addr = addr.clone();
+    (service, format!("http://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_come_from_the_dapr_secret_store() {
+    let sidecar = TestSidecar::start(&brokers(), "kafka-pubsub").await;
+    let url = fresh_database().await;
+    sidecar.put_secret(
+        "test-secrets",
+        "taskflow-secrets",
+        &[("DATABASE_URL", &url), ("JWT_SECRET", "the-dapr-secret")],
+    );
+    let (backend, base) = backend_with_dapr_secrets(&sidecar, "backend-dapr-secrets");
+    backend.wait_for("/ready", 200).await;
+    let client = reqwest::Client::new();
+    let signed =
+        |secret: &str| backend::auth::issue_token(secret, "sam", Duration::from_secs(60)).unwrap();
+    let res = client
+        .get(format!("{base}/api/sam/tasks"))
+        .bearer_auth(signed("the-dapr-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", backend.log());
+    let res = client
+        .get(format!("{base}/api/sam/tasks"))
+        .bearer_auth(signed("the-environment-s-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        401,
+        "the environment's JWT_SECRET is not used"
+    );
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_stops_start_up_naming_it() {
+    let sidecar = TestSidecar::start(&brokers(), "kafka-pubsub").await;
+    let url = fresh_database().await;
+    sidecar.put_secret(
+        "test-secrets",
+        "taskflow-secrets",
+        &[("DATABASE_URL", &url)],
+    );
+    let (mut backend, _) = backend_with_dapr_secrets(&sidecar, "backend-dapr-missing-key");
+    let status = backend
+        .exit_within(Duration::from_secs(20), Instant::now())
+        .await;
+    assert!(!status.success());
+    let log = backend.log();
+    assert!(
+        log.contains("secret \"taskflow-secrets\" in Dapr secret store \"test-secrets\" has no key JWT_SECRET"),
+        "{log}"
+    );
+    // No such secret at all.
+    let empty = TestSidecar::start(&brokers(), "kafka-pubsub").await;
+    empty.put_secret("test-secrets", "other", &[]);
+    let (mut backend, _) = backend_with_dapr_secrets(&empty, "backend-dapr-no-secret");
+    let status = backend
+        .exit_within(Duration::from_secs(20), Instant::now())
+        .await;
+    assert!(!status.success());
+    let log = backend.log();
+    assert!(
+        log.contains("secret \"taskflow-secrets\" not found in Dapr secret store \"test-secrets\""),
+        "{log}"
+    );
+    sidecar.stop().await;
+    empty.stop().await;
 }

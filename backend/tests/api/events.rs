@@ -13,7 +13,7 @@ use taskflow_kafka::publisher::{DaprPublisher, KafkaPublisher, Outbound, Publish
 use taskflow_test_support::kafka::{read, topics, Received};
 
 use crate::helpers::{fresh_database, settings, spawn_with, TestApp};
-use crate::kafka::{sarama_partition, TestSidecar};
+use taskflow_test_support::dapr::{sarama_partition, TestSidecar};
 
 const USER: &str = "bob";
 /// How long the expected messages may take to arrive.

@@ -7,7 +7,6 @@ mod errors;
 mod events;
 mod health;
 mod helpers;
-mod kafka;
 mod list;
 mod notifications;
 mod reminders;

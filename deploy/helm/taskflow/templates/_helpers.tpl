@@ -98,6 +98,20 @@ labels:
 - name: KAFKA_GROUP_ID
   value: {{ $c.consumerGroup | quote }}
 {{- end }}
+{{- if include "taskflow.daprAppId" . }}
+{{- if eq .key "notifier" }}
+- name: SUBSCRIBER
+  value: {{ .root.Values.dapr.notifierSubscriber | quote }}
+- name: DAPR_HTTP_ENDPOINT
+  value: {{ .root.Values.dapr.httpEndpoint | quote }}
+- name: DAPR_PUBSUB_NAME
+  value: {{ .root.Values.dapr.pubsubName | quote }}
+{{- end }}
+- name: STATE_STORE
+  value: {{ .root.Values.dapr.stateStore | quote }}
+- name: DAPR_STATE_STORE
+  value: {{ .root.Values.dapr.stateStoreName | quote }}
+{{- end }}
 {{- range $name, $value := $c.extraEnv }}
 - name: {{ $name }}
   value: {{ $value | quote }}

@@ -1,0 +1,1 @@
+ALTER TABLE kv_store DROP COLUMN version;
