@@ -11,4 +11,5 @@ mod kafka;
 mod list;
 mod notifications;
 mod reminders;
+mod route_walk;
 mod tasks;
