@@ -250,3 +250,42 @@ pub async fn cancel_recurrence(
     }
     Ok(result)
 }
+
+#[cfg(test)]
+mod precondition_tests {
+    use super::Precondition;
+
+    /// Exactly what the document's If-Match pattern admits, nothing more.
+    #[test]
+    fn if_match_is_star_a_version_or_its_etag() {
+        for (raw, expected) in [
+            ("*", Precondition::Any),
+            ("3", Precondition::Version(3)),
+            ("\"3\"", Precondition::Version(3)),
+            ("W/\"12\"", Precondition::Version(12)),
+            (" 7 ", Precondition::Version(7)),
+            (
+                "999999999999999999",
+                Precondition::Version(999_999_999_999_999_999),
+            ),
+        ] {
+            assert_eq!(Precondition::parse(Some(raw)).unwrap(), expected, "{raw}");
+        }
+        for bad in [
+            "null",
+            "./F",
+            "",
+            "-1",
+            "+1",
+            "W/3",
+            "\"3",
+            "3\"",
+            "\"\"3\"\"",
+            "W/W/\"3\"",
+            "1234567890123456789",
+        ] {
+            assert!(Precondition::parse(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(Precondition::parse(None).unwrap(), Precondition::Any);
+    }
+}

@@ -666,4 +666,21 @@ mod tests {
         assert!(serde_json::from_value::<TaskPatch>(json!({"id": "x"})).is_err());
         assert!(serde_json::from_value::<TaskBody>(json!({"title": 5})).is_err());
     }
+
+    #[test]
+    fn integers_may_be_spelled_as_integral_numbers_as_json_schema_allows() {
+        let b = body(json!({"title": "t", "reminder_minutes_before": 15.0}));
+        assert_eq!(b.reminder_minutes_before, Some(15));
+        let p: TaskPatch = serde_json::from_value(json!({"reminder_minutes_before": 7.0})).unwrap();
+        assert_eq!(p.reminder_minutes_before, Some(Some(7)));
+        for bad in [json!(1.5), json!(1e300), json!("5")] {
+            assert!(
+                serde_json::from_value::<TaskBody>(
+                    json!({"title": "t", "reminder_minutes_before": bad})
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
 }
