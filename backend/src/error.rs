@@ -90,15 +90,22 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer's body (the OpenAPI component `Error`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    #[schema(inline)]
     error: ErrorInner<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ErrorInner<'a> {
+    /// Machine-readable, e.g. `validation_failed`, `version_mismatch`, `unauthorized`.
+    #[schema(value_type = String)]
     code: &'a str,
     message: String,
+    /// `fields` (field name to message) for 422, `current_version` for 412, `limit_bytes` for 413.
+    #[schema(value_type = Object)]
     details: Value,
 }
 

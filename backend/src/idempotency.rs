@@ -66,10 +66,11 @@ pub async fn find(
 /// Replay a stored response, or refuse when the key came with another body.
 pub fn replay(key: &IdempotencyKey, stored: Stored) -> Result<(u16, serde_json::Value), ApiError> {
     if stored.request_hash != key.request_hash {
-        return Err(ApiError::field(
-            "Idempotency-Key",
-            "was already used with a different request body",
-        ));
+        // A conflict with what the key already stands for, like any other stored state.
+        return Err(ApiError::Conflict {
+            code: "idempotency_key_reused",
+            message: "the Idempotency-Key was already used with a different request body".into(),
+        });
     }
     Ok((stored.status as u16, stored.body))
 }

@@ -25,6 +25,23 @@ use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
 use crate::outbox::retention;
 use crate::outbox::{EventPathHealth, RelayWakeup};
+
+/// The methods of the routes outside the OpenAPI document (the Dapr subscriber, the document
+/// itself), for the `Allow` header; the documented ones come from the document.
+const UNDOCUMENTED_ROUTES: [(&str, &str); 3] = [
+    ("/dapr/subscribe", "GET"),
+    (events::TASK_EVENTS_ROUTE, "POST"),
+    ("/openapi.json", "GET"),
+];
+
+fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    crate::openapi::allowed_methods(pattern).or_else(|| {
+        UNDOCUMENTED_ROUTES
+            .iter()
+            .find(|(path, _)| *path == pattern)
+            .map(|(_, methods)| *methods)
+    })
+}
 use crate::routes::{events, health, notifications, preferences, reminders, tasks};
 
 pub struct Application {
@@ -218,6 +235,15 @@ fn json_error_body<B>(
     let mut response = actix_web::ResponseError::error_response(&error);
     *response.status_mut() = status;
     let (req, _) = res.into_parts();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        // RFC 9110: a 405 lists what the resource does answer.
+        if let Some(allow) = req.match_pattern().as_deref().and_then(allowed_methods) {
+            response.headers_mut().insert(
+                actix_web::http::header::ALLOW,
+                actix_web::http::header::HeaderValue::from_static(allow),
+            );
+        }
+    }
     Ok(ErrorHandlerResponse::Response(
         actix_web::dev::ServiceResponse::new(req, response).map_into_right_body(),
     ))

@@ -21,7 +21,7 @@ pub enum Precondition {
 }
 
 impl Precondition {
-    /// Parse an `If-Match` header: `3`, `"3"`, `W/"3"` or `*`.
+    /// Parse an `If-Match` header: `3`, `"3"`, `W/"3"` or `*`, up to 18 digits (as the OpenAPI document says).
     pub fn parse(header: Option<&str>) -> Result<Precondition, ApiError> {
         let Some(raw) = header.map(str::trim) else {
             return Ok(Precondition::Any);
@@ -29,13 +29,20 @@ impl Precondition {
         if raw == "*" {
             return Ok(Precondition::Any);
         }
-        let bare = raw.trim_start_matches("W/").trim_matches('"');
-        bare.parse().map(Precondition::Version).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_header",
-                format!("If-Match {raw:?} is not a task version"),
-            )
-        })
+        let tag = raw.strip_prefix("W/").unwrap_or(raw);
+        let bare = tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(if tag.len() == raw.len() { raw } else { "" });
+        if (1..=18).contains(&bare.len()) && bare.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(version) = bare.parse() {
+                return Ok(Precondition::Version(version));
+            }
+        }
+        Err(ApiError::bad_request(
+            "invalid_header",
+            format!("If-Match {raw:?} is not *, a task version or its ETag"),
+        ))
     }
 
     fn check(self, current: i64) -> Result<(), ApiError> {
@@ -227,7 +234,11 @@ pub async fn cancel_recurrence(
         .await?
         .ok_or(NOT_FOUND)?;
     if row.recurrence.is_none() {
-        return Err(ApiError::field("recurrence", "the task does not recur"));
+        // The task exists but is in no state to cancel: a conflict, not a bad request.
+        return Err(ApiError::Conflict {
+            code: "not_recurring",
+            message: "the task does not recur".into(),
+        });
     }
     let changed = store::deactivate_series(conn, ctx.user_id, row.series_id, ctx.now).await?;
     let mut result = row;
@@ -238,4 +249,43 @@ pub async fn cancel_recurrence(
         }
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod precondition_tests {
+    use super::Precondition;
+
+    /// Exactly what the document's If-Match pattern admits, nothing more.
+    #[test]
+    fn if_match_is_star_a_version_or_its_etag() {
+        for (raw, expected) in [
+            ("*", Precondition::Any),
+            ("3", Precondition::Version(3)),
+            ("\"3\"", Precondition::Version(3)),
+            ("W/\"12\"", Precondition::Version(12)),
+            (" 7 ", Precondition::Version(7)),
+            (
+                "999999999999999999",
+                Precondition::Version(999_999_999_999_999_999),
+            ),
+        ] {
+            assert_eq!(Precondition::parse(Some(raw)).unwrap(), expected, "{raw}");
+        }
+        for bad in [
+            "null",
+            "./F",
+            "",
+            "-1",
+            "+1",
+            "W/3",
+            "\"3",
+            "3\"",
+            "\"\"3\"\"",
+            "W/W/\"3\"",
+            "1234567890123456789",
+        ] {
+            assert!(Precondition::parse(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(Precondition::parse(None).unwrap(), Precondition::Any);
+    }
 }

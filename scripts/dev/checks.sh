@@ -105,6 +105,28 @@ check_openapi() {
 	python3 -m openapi_spec_validator "$DEV_DIR/openapi.json"
 }
 
+# schemathesis (scripts/tools/schemathesis.toml) against a backend started for it, with a token
+# of a user of its own: every operation of the served document, --checks all, the stateful links;
+# bounded by SCHEMATHESIS_EXAMPLES per operation and SCHEMATHESIS_SECONDS for the whole run.
+check_schemathesis() {
+	local user base examples=${SCHEMATHESIS_EXAMPLES:-20} seconds=${SCHEMATHESIS_SECONDS:-75}
+	trap services_stop EXIT
+	services_check_ports
+	service_start backend
+	service_wait_ready backend
+	base=$(service_url backend)
+	user=schemathesis-$(date +%s)
+	SCHEMATHESIS_USER=$user SCHEMATHESIS_TOKEN=$("$BIN_DIR/backend" token "$user" | tail -n 1) || return 1
+	export SCHEMATHESIS_USER SCHEMATHESIS_TOKEN
+	say "schemathesis run $base/openapi.json --checks all --max-examples $examples --max-time $seconds"
+	mkdir -p target/schemathesis
+	# --seed: a failure is replayed by the same command; hooks from scripts/tools.
+	PYTHONPATH=$REPO_ROOT/scripts/tools SCHEMATHESIS_HOOKS=schemathesis_hooks \
+		schemathesis --config-file scripts/tools/schemathesis.toml run "$base/openapi.json" \
+		--checks all --max-examples "$examples" --max-time "$seconds" --workers 2 \
+		--seed "${SCHEMATHESIS_SEED:-1}" --no-color --report junit --report-dir target/schemathesis
+}
+
 # The linters: quick, and need no PostgreSQL or Kafka.
 run_linters() {
 	export PATH=$VENV/bin:$PATH

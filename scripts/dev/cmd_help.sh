@@ -12,11 +12,17 @@ Usage: ./dev COMMAND [ARGS]
   test [ARGS]       shellcheck, yamllint, actionlint, CRD checks and every executable
                     scripts/checks/* file, then PostgreSQL + Tansu and
                     cargo test --workspace --no-fail-fast ARGS (e.g. ./dev test -- --nocapture),
-                    then the OpenAPI document. Stops what it started; non-zero if anything failed.
+                    then the OpenAPI document and schemathesis against a backend it starts
+                    (SCHEMATHESIS_EXAMPLES=20 per operation, SCHEMATHESIS_SECONDS=75 in all,
+                    SCHEMATHESIS_SEED=1). Stops what it started; non-zero if anything failed.
   bench             PostgreSQL + Tansu, then the release-mode benchmark (backend/benches/throughput.rs):
                     wrk against the API beside pgbench doing the same work, event latency, relay
                     throughput, memory; one table, and JSON under <target>/bench/.
                     BENCH_SECONDS, BENCH_LIST_SECONDS, BENCH_RATE.
+  fuzz [SECONDS] [TARGET...]
+                    The cargo-fuzz targets of fuzz/ (RRULE and cron text, CloudEvents, task
+                    recurrence JSON), each for SECONDS (default 30), with execs per target.
+                    Needs nightly and cargo-fuzz (installed when missing); not in ./dev test.
   token USER_ID [TTL_SECONDS]
                     Print a bearer token for USER_ID (default TTL 24 h).
   down [--purge]    Stop what a crashed ./dev left running (its pid files in .dev/pids).

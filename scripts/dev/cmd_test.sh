@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # ./dev test [CARGO TEST ARGS]: linters, then PostgreSQL + Kafka and cargo test, the OpenAPI
-# document and scripts/checks/*. A summary; non-zero if anything failed.
+# document, schemathesis against the backend, and scripts/checks/*. A summary; non-zero if anything failed.
 
 cmd_test() {
 	local t0
@@ -17,6 +17,8 @@ cmd_test() {
 	run_check "cargo test" cargo test --workspace --no-fail-fast "$@"
 	# Needs the backend binary, which cargo test has just built.
 	run_check openapi check_openapi
+	# The document fuzzed against a running backend, while PostgreSQL and Kafka are still up.
+	run_check schemathesis check_schemathesis
 	# Stop what this invocation started: scripts/checks/* need none of it.
 	cleanup
 	run_repo_checks

@@ -2,6 +2,8 @@
 //! the versioned event payloads and the recurrence rules. Pure: no I/O.
 
 pub mod envelope;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod input_checks;
 pub mod recurrence;
 pub mod task;
 pub mod topics;

@@ -6,6 +6,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use shared_events::recurrence::{Anchor, Recurrence, RecurrenceInput};
 use shared_events::Priority;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldErrors};
@@ -18,29 +20,34 @@ pub const REMINDER_MAX: i64 = 525_600;
 
 /// Body of `POST /tasks` and `PUT /tasks/{id}`: the whole editable state of a task.
 /// Only `title` is required. Values are checked in [`TaskFields::from_body`] so that every
-/// problem is reported with its field name.
+/// problem is reported with its field name; the schema says the same (see [`NOT_BLANK`]).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskBody {
     /// 1 to 200 characters after trimming.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub title: Option<String>,
     /// At most 4000 characters.
+    #[schema(max_length = 4000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     pub completed: Option<bool>,
     /// none, low, medium, high or urgent (default none).
     #[schema(value_type = Option<Priority>)]
     pub priority: Option<String>,
     /// At most 20 distinct tags of 1 to 32 characters.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 20)]
     pub tags: Option<Vec<String>>,
-    /// RFC 3339 date-time, stored in UTC.
-    #[schema(value_type = Option<DateTime<Utc>>)]
+    /// RFC 3339 date-time, stored in UTC; its year must be 0001 to 9999 in UTC too.
+    #[schema(value_type = Option<DateTime<Utc>>, pattern = r"^\s*(?!0000|0001|9999)[0-9]{4}-")]
     pub due_at: Option<String>,
     /// IANA time zone (default UTC).
+    #[schema(value_type = Option<TimeZoneName>)]
     pub timezone: Option<String>,
     /// Minutes before `due_at`, 0 to 525600; needs `due_at`.
+    #[schema(minimum = 0, maximum = 525_600)]
+    #[serde(default, deserialize_with = "integral")]
     pub reminder_minutes_before: Option<i64>,
-    #[schema(value_type = Option<RecurrenceInput>)]
+    #[schema(value_type = Option<RecurrenceBody>)]
     pub recurrence: Option<Value>,
 }
 
@@ -49,32 +56,140 @@ pub struct TaskBody {
 #[serde(deny_unknown_fields)]
 pub struct TaskPatch {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub title: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 4000, pattern = r"^[^\x00]*$")]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(value_type = bool)]
     pub completed: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Priority>)]
+    #[schema(value_type = Priority)]
     pub priority: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 20)]
     pub tags: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<DateTime<Utc>>)]
+    #[schema(value_type = Option<DateTime<Utc>>, pattern = r"^\s*(?!0000|0001|9999)[0-9]{4}-")]
     pub due_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = TimeZoneName)]
     pub timezone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "present_integral")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 525_600)]
     pub reminder_minutes_before: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<RecurrenceInput>)]
+    #[schema(value_type = Option<RecurrenceBody>)]
     pub recurrence: Option<Option<Value>>,
+}
+
+/// The schema of one tag: 1 to 32 characters, not blank, no NUL.
+pub struct Tag;
+
+impl utoipa::PartialSchema for Tag {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(TAG_MAX))
+            .pattern(Some(NOT_BLANK))
+            .into()
+    }
+}
+impl ToSchema for Tag {}
+
+/// Text with something besides whitespace and no NUL (which PostgreSQL text cannot hold).
+pub const NOT_BLANK: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
+
+/// The schema of a time zone: every IANA name the server knows.
+pub struct TimeZoneName;
+
+impl utoipa::PartialSchema for TimeZoneName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+            .into()
+    }
+}
+impl ToSchema for TimeZoneName {}
+
+/// The schema of `recurrence` in a body: a shorthand, or rules and cron expressions of the
+/// shapes that are always valid (the server accepts any RRULE of hourly or longer frequency and
+/// any six-field cron expression firing at most hourly, answering 422 for others).
+pub struct RecurrenceBody;
+
+impl utoipa::PartialSchema for RecurrenceBody {
+    fn schema() -> RefOr<Schema> {
+        let anchor = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["due", "completion"]))
+        };
+        let object = |name: &str, pattern: &str, example: &str| {
+            ObjectBuilder::new()
+                .property(
+                    name,
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(pattern))
+                        .examples([example]),
+                )
+                .required(name)
+                .property("anchor", anchor())
+                .additional_properties(Some(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ))
+        };
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["daily", "weekdays", "weekly", "monthly", "yearly"])),
+            )
+            .item(object(
+                "rule",
+                r"^FREQ=(HOURLY|DAILY|WEEKLY|MONTHLY|YEARLY)(;INTERVAL=[1-9][0-9]?)?$",
+                "FREQ=WEEKLY;INTERVAL=2",
+            ))
+            .item(object(
+                "cron",
+                r"^0 [1-5]?[0-9] ([01]?[0-9]|2[0-3]|\*) \* \* \*$",
+                "0 30 9 * * *",
+            ))
+            .into()
+    }
+}
+impl ToSchema for RecurrenceBody {}
+
+/// An integer that JSON may also spell as an integral number (`5.0`): JSON Schema's `integer`.
+fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|n| {
+            integer(&n).ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))
+        })
+        .transpose()
+}
+
+/// [`integral`] for a required field.
+pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    integral(deserializer)?.ok_or_else(|| serde::de::Error::custom("expected an integer, not null"))
+}
+
+fn present_integral<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<i64>>, D::Error> {
+    integral(deserializer).map(Some)
+}
+
+/// `n` as an i64 if it is a whole number in range.
+pub fn integer(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (i64::MIN as f64..i64::MAX as f64).contains(f))
+            .map(|f| f as i64)
+    })
 }
 
 /// Distinguishes `"field": null` (Some(None)) from a missing field (None, via `default`).
@@ -550,5 +665,22 @@ mod tests {
         assert!(serde_json::from_value::<TaskBody>(json!({"title": "t", "colour": 1})).is_err());
         assert!(serde_json::from_value::<TaskPatch>(json!({"id": "x"})).is_err());
         assert!(serde_json::from_value::<TaskBody>(json!({"title": 5})).is_err());
+    }
+
+    #[test]
+    fn integers_may_be_spelled_as_integral_numbers_as_json_schema_allows() {
+        let b = body(json!({"title": "t", "reminder_minutes_before": 15.0}));
+        assert_eq!(b.reminder_minutes_before, Some(15));
+        let p: TaskPatch = serde_json::from_value(json!({"reminder_minutes_before": 7.0})).unwrap();
+        assert_eq!(p.reminder_minutes_before, Some(Some(7)));
+        for bad in [json!(1.5), json!(1e300), json!("5")] {
+            assert!(
+                serde_json::from_value::<TaskBody>(
+                    json!({"title": "t", "reminder_minutes_before": bad})
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
     }
 }

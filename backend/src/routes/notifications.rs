@@ -88,6 +88,7 @@ pub struct NotificationPage {
 #[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
     /// pending, delivered or failed.
+    #[param(pattern = "^(pending|delivered|failed)$")]
     pub status: Option<String>,
     /// true: only unread; false: only read.
     pub unread: Option<bool>,

@@ -32,11 +32,24 @@ pub fn scope() -> actix_web::Scope {
 #[openapi(paths(get, put))]
 pub struct PreferencesApi;
 
+/// The schema of a channel name, as `Channel` (de)serialises.
+pub struct ChannelName;
+
+impl utoipa::PartialSchema for ChannelName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["in_app", "webhook"]))
+            .into()
+    }
+}
+impl ToSchema for ChannelName {}
+
 /// The preferences as answered: never the secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PreferencesView {
     /// in_app (always) and webhook.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<ChannelName>)]
     pub channels: Vec<Channel>,
     pub webhook_url: Option<String>,
     pub webhook_secret_set: bool,
@@ -56,7 +69,7 @@ impl From<&Preferences> for PreferencesView {
 #[serde(deny_unknown_fields)]
 pub struct PreferencesBody {
     /// Enabled channels; in_app is always on.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<ChannelName>)]
     pub channels: Vec<Channel>,
     /// http(s) URL the webhook channel POSTs to.
     pub webhook_url: Option<String>,

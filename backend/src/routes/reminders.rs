@@ -77,7 +77,7 @@ pub struct ReminderPage {
 #[into_params(parameter_in = Query)]
 pub struct ReminderQuery {
     /// pending, fired or cancelled; all when absent.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^(pending|fired|cancelled)$")]
     pub status: Option<ReminderStatus>,
 }
 
@@ -108,6 +108,7 @@ pub async fn list(
 pub struct SnoozeBody {
     /// 1 to 1440.
     #[schema(minimum = 1, maximum = 1440)]
+    #[serde(deserialize_with = "crate::domain::task::whole_number")]
     pub minutes: i64,
 }
 

@@ -14,13 +14,14 @@ use uuid::Uuid;
 
 use crate::auth::{PathUser, TaskId};
 use crate::domain::list_query::ListQuery;
-use crate::domain::task::{TaskBody, TaskFields, TaskPatch};
+use crate::domain::task::{Tag, TaskBody, TaskFields, TaskPatch};
 use crate::domain::task_view::TaskView;
 use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::listing;
 use crate::outbox::RelayWakeup;
 use crate::tasks::{self, Change, Edit, Precondition};
+use shared_events::Priority;
 use taskflow_db::tasks::{self as store, TaskRow};
 use taskflow_db::DbPool;
 
@@ -149,7 +150,7 @@ impl From<diesel::result::Error> for Replay {
 
 #[utoipa::path(
     post, path = "/api/{user_id}/tasks", tag = "tasks",
-    params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body = TaskBody,
     responses(
         (status = 201, description = "Created", body = TaskView),
@@ -239,15 +240,15 @@ fn replayed(user_id: &str, status: u16, body: Value) -> HttpResponse {
     get, path = "/api/{user_id}/tasks", tag = "tasks",
     params(
         ("user_id" = String, Path),
-        ("status" = Option<String>, Query, description = "pending (default), completed or all"),
-        ("priority" = Option<Vec<String>>, Query, description = "repeatable"),
-        ("tag" = Option<Vec<String>>, Query, description = "repeatable; all must match"),
-        ("q" = Option<String>, Query, description = "full-text search over title and description"),
-        ("due_before" = Option<String>, Query), ("due_after" = Option<String>, Query),
+        ("status" = Option<String>, Query, pattern = "^(pending|completed|all)$", description = "pending (default), completed or all"),
+        ("priority" = Option<Vec<Priority>>, Query, description = "repeatable"),
+        ("tag" = Option<Vec<Tag>>, Query, description = "repeatable; all must match"),
+        ("q" = Option<String>, Query, pattern = r"^[^\x00]*$", description = "full-text search over title and description"),
+        ("due_before" = Option<DateTime<Utc>>, Query, pattern = r"^\s*(?!0000|0001|9999)[0-9]{4}-"), ("due_after" = Option<DateTime<Utc>>, Query, pattern = r"^\s*(?!0000|0001|9999)[0-9]{4}-"),
         ("overdue" = Option<bool>, Query),
-        ("sort" = Option<String>, Query, description = "due_at, priority, created_at or title; prefix - for descending"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
+        ("sort" = Option<String>, Query, pattern = "^-?(due_at|priority|created_at|title)$", description = "due_at, priority, created_at or title; prefix - for descending"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]+$", description = "next_cursor of the previous page, with the same sort; any other value is 400"),
     ),
     responses((status = 200, description = "OK", body = TaskPage), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject")),
     security(("bearer" = []))
@@ -319,7 +320,7 @@ async fn apply_edit(
 
 #[utoipa::path(
     patch, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
-    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|"[0-9]{1,18}"|W/"[0-9]{1,18}")$"#, description = "*, a version or its ETag (W/ or quoted)")),
     request_body = TaskPatch,
     responses(
         (status = 200, description = "OK", body = TaskView), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
@@ -342,7 +343,7 @@ pub async fn patch(
 
 #[utoipa::path(
     put, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
-    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|"[0-9]{1,18}"|W/"[0-9]{1,18}")$"#, description = "*, a version or its ETag (W/ or quoted)")),
     request_body = TaskBody,
     responses(
         (status = 200, description = "OK", body = TaskView), (status = 400, description = "Malformed JSON, wrong types, bad query or header"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"),
@@ -367,7 +368,7 @@ pub async fn replace(
 
 #[utoipa::path(
     patch, path = "/api/{user_id}/tasks/{id}/complete", tag = "tasks",
-    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|"[0-9]{1,18}"|W/"[0-9]{1,18}")$"#, description = "*, a version or its ETag (W/ or quoted)")),
     responses(
         (status = 200, description = "The completed task; completing twice changes nothing", body = TaskView),
         (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version"),
@@ -385,7 +386,7 @@ pub async fn complete(
 
 #[utoipa::path(
     delete, path = "/api/{user_id}/tasks/{id}", tag = "tasks",
-    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    params(("user_id" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|"[0-9]{1,18}"|W/"[0-9]{1,18}")$"#, description = "*, a version or its ETag (W/ or quoted)")),
     responses((status = 204, description = "Deleted"), (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 412, description = "If-Match names an older version")),
     security(("bearer" = []))
 )]
@@ -416,7 +417,8 @@ pub async fn delete(
     params(("user_id" = String, Path), ("id" = Uuid, Path)),
     responses(
         (status = 200, description = "The task with recurrence.active = false", body = TaskView),
-        (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"), (status = 422, description = "Invalid fields (details.fields)"),
+        (status = 409, description = "The task does not recur"),
+        (status = 401, description = "Missing, invalid or expired token"), (status = 403, description = "The path's user is not the token's subject"), (status = 404, description = "No such task"),
     ),
     security(("bearer" = []))
 )]

@@ -435,25 +435,46 @@ async fn unknown_routes_and_non_uuid_ids_are_json_404() {
 async fn a_wrong_method_is_json_405() {
     let app = spawn_app().await;
     let (id, before) = task(&app).await;
-    for (method, path) in [
-        (Method::DELETE, format!("/api/{USER}/tasks")),
-        (Method::PUT, format!("/api/{USER}/tasks")),
-        (Method::PATCH, format!("/api/{USER}/tasks")),
-        (Method::POST, format!("/api/{USER}/tasks/{id}")),
-        (Method::GET, format!("/api/{USER}/tasks/{id}/complete")),
-        (Method::POST, format!("/api/{USER}/tasks/{id}/complete")),
+    let trace = Method::from_bytes(b"TRACE").unwrap();
+    for (method, path, allow) in [
+        (Method::DELETE, format!("/api/{USER}/tasks"), "GET, POST"),
+        (Method::PUT, format!("/api/{USER}/tasks"), "GET, POST"),
+        (Method::PATCH, format!("/api/{USER}/tasks"), "GET, POST"),
+        (
+            Method::POST,
+            format!("/api/{USER}/tasks/{id}"),
+            "GET, PUT, DELETE, PATCH",
+        ),
+        (
+            trace,
+            format!("/api/{USER}/tasks/{id}"),
+            "GET, PUT, DELETE, PATCH",
+        ),
+        (
+            Method::GET,
+            format!("/api/{USER}/tasks/{id}/complete"),
+            "PATCH",
+        ),
+        (
+            Method::POST,
+            format!("/api/{USER}/tasks/{id}/complete"),
+            "PATCH",
+        ),
         (
             Method::GET,
             format!("/api/{USER}/tasks/{id}/recurrence/cancel"),
+            "POST",
         ),
         (
             Method::DELETE,
             format!("/api/{USER}/tasks/{id}/recurrence/cancel"),
+            "POST",
         ),
-        (Method::POST, "/health".to_owned()),
-        (Method::DELETE, "/ready".to_owned()),
-        (Method::PUT, "/metrics".to_owned()),
-        (Method::POST, "/openapi.json".to_owned()),
+        (Method::POST, "/health".to_owned(), "GET"),
+        (Method::DELETE, "/ready".to_owned(), "GET"),
+        (Method::PUT, "/metrics".to_owned(), "GET"),
+        (Method::POST, "/openapi.json".to_owned(), "GET"),
+        (Method::POST, "/dapr/subscribe".to_owned(), "GET"),
     ] {
         let res = app
             .as_user(USER, method.clone(), &path)
@@ -461,6 +482,12 @@ async fn a_wrong_method_is_json_405() {
             .send()
             .await
             .unwrap();
+        // RFC 9110: a 405 says what the resource answers.
+        assert_eq!(
+            res.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
         let err = error_body(res, 405).await;
         assert_eq!(
             err["error"]["code"], "method_not_allowed",

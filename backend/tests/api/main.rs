@@ -10,4 +10,5 @@ mod helpers;
 mod list;
 mod notifications;
 mod reminders;
+mod route_walk;
 mod tasks;

@@ -312,7 +312,7 @@ async fn idempotent_create_replays_the_first_result() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
     let other = post(json!({"title": "different"}), "key-1").await.unwrap();
-    assert_eq!(error_code(other, 422).await, "validation_failed");
+    assert_eq!(error_code(other, 409).await, "idempotency_key_reused");
     // Another key is another request.
     assert_eq!(
         post(json!({"title": "once", "tags": ["a"]}), "key-2")
@@ -409,7 +409,7 @@ async fn cancel_recurrence_stops_the_whole_series() {
         None,
     )
     .await;
-    assert_eq!(error_code(res, 422).await, "validation_failed");
+    assert_eq!(error_code(res, 409).await, "not_recurring");
 }
 
 #[tokio::test]
