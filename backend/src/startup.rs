@@ -25,13 +25,17 @@ use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
 use crate::outbox::{EventPathHealth, RelayWakeup};
-use crate::routes::{events, health, notifications, preferences, reminders, tasks};
+use crate::routes::{
+    events, health, notifications, preferences, recurrence, reminders, stream, tasks, ui,
+};
+use crate::stream::{Feed, Hub, Live};
 
 pub struct Application {
     port: u16,
     server: Server,
     relay: Option<Relay>,
     scheduler: Option<JobRunner>,
+    feed: Option<Feed>,
     pub pool: DbPool,
     pub metrics: Data<Metrics>,
     pub event_path: Data<EventPathHealth>,
@@ -93,6 +97,26 @@ impl Application {
         } else {
             None
         };
+        // Every process reads all of task-updates itself: a replica serves its own clients.
+        let hub = settings
+            .stream
+            .enabled
+            .then(|| Hub::new(settings.stream.client_buffer, settings.stream.replay));
+        let feed = hub.clone().map(|hub| {
+            Feed::new(
+                hub,
+                &settings.common.kafka_brokers,
+                format!(
+                    "{}{}",
+                    settings.common.topic_prefix,
+                    shared_events::topics::TASK_UPDATES
+                ),
+            )
+        });
+        let live = Data::new(Live {
+            hub,
+            keepalive: settings.stream.keepalive,
+        });
         // Without a relay in this process nobody listens; another replica's relay polls.
         let wakeup: Data<RelayWakeup> = relay
             .as_ref()
@@ -105,12 +129,14 @@ impl Application {
             event_path.clone(),
             subscriber,
             wakeup,
+            live,
         )?;
         Ok(Application {
             port,
             server,
             relay,
             scheduler,
+            feed,
             pool,
             metrics,
             event_path,
@@ -127,12 +153,17 @@ impl Application {
         let scheduler = self
             .scheduler
             .map(|runner| tokio::spawn(runner.run(stopped.clone())));
+        let feed = self.feed.map(|feed| tokio::spawn(feed.run(stopped.clone())));
         let relay = self.relay.map(|relay| tokio::spawn(relay.run(stopped)));
         let served = self.server.await;
         let _ = stop.send(true);
         if let Some(scheduler) = scheduler {
             // The runner gives a running job its shutdown budget; nothing is lost past it.
             let _ = scheduler.await;
+        }
+        if let Some(feed) = feed {
+            // It stops at once: nothing to hand over.
+            let _ = feed.await;
         }
         if let Some(relay) = relay {
             if tokio::time::timeout(Duration::from_secs(10), relay)
@@ -218,6 +249,8 @@ struct Subscriber {
     token: Data<events::AppApiToken>,
 }
 
+// One parameter per shared piece of state the routes take; grouping them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn run(
     listener: TcpListener,
     pool: DbPool,
@@ -226,6 +259,7 @@ fn run(
     event_path: Data<EventPathHealth>,
     subscriber: Subscriber,
     wakeup: Data<RelayWakeup>,
+    live: Data<Live>,
 ) -> anyhow::Result<Server> {
     let store: preferences::Store = Data::new(Arc::new(PgKeyValueStore::new(pool.clone())));
     let pool = Data::new(pool);
@@ -248,6 +282,7 @@ fn run(
             .app_data(event_path.clone())
             .app_data(wakeup.clone())
             .app_data(migrations_seen.clone())
+            .app_data(live.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(BODY_LIMIT)
@@ -268,6 +303,9 @@ fn run(
             .service(reminders::internal_scope())
             .service(notifications::scope())
             .service(preferences::scope())
+            .service(stream::scope())
+            .service(recurrence::scope())
+            .configure(ui::routes)
             .default_service(web::to(not_found))
     })
     .listen(listener)?
