@@ -218,6 +218,25 @@ test("keyboard only: create, complete and delete a task", async () => {
   await shot("keyboard");
 });
 
+test("cards show priority, tags, overdue and the rule in words", async () => {
+  const day = 86_400_000;
+  const soon = new Date(Date.now() + 3 * day).toISOString();
+  await api("POST", "/tasks", { title: "Pay rent", due_at: "2027-01-31T09:00:00Z", timezone: "Europe/Berlin", recurrence: "monthly", reminder_minutes_before: 1440, priority: "high", tags: ["home", "money"] });
+  await api("POST", "/tasks", { title: "Stand-up", due_at: soon, timezone: "Europe/Berlin", recurrence: "weekdays", priority: "medium", tags: ["work"] });
+  const course = await api("POST", "/tasks", { title: "Physio exercises", description: "Ten sessions, every other week", due_at: soon, recurrence: { rule: "FREQ=WEEKLY;INTERVAL=2;COUNT=10" }, reminder_minutes_before: 60 });
+  await api("PATCH", `/tasks/${course.id}/complete`);
+  await api("POST", "/tasks", { title: "Send the invoice", due_at: new Date(Date.now() - day).toISOString(), priority: "urgent", reminder_minutes_before: 15, tags: ["work"] });
+  await page.selectOption("#filters select[name=status]", "pending");
+  await card("Pay rent").locator(".rule", { hasText: "Every month on the last day" }).waitFor();
+  await card("Stand-up").locator(".rule", { hasText: "Every weekday" }).waitFor();
+  // The worker made occurrence 2 of the counted series.
+  await card("Physio exercises").locator(".progress", { hasText: "2 of 10" }).waitFor({ timeout: 10_000 });
+  const late = card("Send the invoice");
+  await late.locator(".due.overdue", { hasText: "Overdue" }).waitFor();
+  assert.match(await late.getAttribute("class"), /is-overdue/);
+  await shot("overview");
+});
+
 test("phone width: nothing overflows sideways", async () => {
   await page.setViewportSize({ width: 375, height: 800 });
   await page.selectOption("#filters select[name=status]", "all");

@@ -116,6 +116,7 @@ impl Application {
         let live = Data::new(Live {
             hub,
             keepalive: settings.stream.keepalive,
+            closing: taskflow_runtime::lifecycle::shutdown_signal(),
         });
         // Without a relay in this process nobody listens; another replica's relay polls.
         let wakeup: Data<RelayWakeup> = relay
@@ -153,7 +154,9 @@ impl Application {
         let scheduler = self
             .scheduler
             .map(|runner| tokio::spawn(runner.run(stopped.clone())));
-        let feed = self.feed.map(|feed| tokio::spawn(feed.run(stopped.clone())));
+        let feed = self
+            .feed
+            .map(|feed| tokio::spawn(feed.run(stopped.clone())));
         let relay = self.relay.map(|relay| tokio::spawn(relay.run(stopped)));
         let served = self.server.await;
         let _ = stop.send(true);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
+use tokio::sync::watch;
 
 use crate::auth::PathUser;
 use crate::error::ApiError;
@@ -48,16 +49,17 @@ pub async fn stream(
     req: HttpRequest,
     live: Data<Live>,
 ) -> Result<HttpResponse, ApiError> {
-    let hub = live.hub.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("the live stream is off in this process".into())
-    })?;
+    let hub = live
+        .hub
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("the live stream is off in this process".into()))?;
     let last_event_id = req
         .headers()
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default());
     let subscription = hub.subscribe(&user_id, last_event_id);
     let body = futures::stream::unfold(
-        Connection::new(subscription, live.keepalive),
+        Connection::new(subscription, live.keepalive, live.closing.clone()),
         |mut c| async move {
             let chunk = c.next().await?;
             Some((Ok::<_, Infallible>(chunk), c))
@@ -76,10 +78,15 @@ struct Connection {
     opening: VecDeque<Bytes>,
     subscription: Subscription,
     keepalive: tokio::time::Interval,
+    closing: watch::Receiver<bool>,
 }
 
 impl Connection {
-    fn new(mut subscription: Subscription, keepalive: Duration) -> Connection {
+    fn new(
+        mut subscription: Subscription,
+        keepalive: Duration,
+        closing: watch::Receiver<bool>,
+    ) -> Connection {
         let mut opening = VecDeque::from([Bytes::from(format!("retry: {RETRY_MS}\n\n"))]);
         let position = subscription.position;
         match std::mem::replace(&mut subscription.resume, Resume::Fresh) {
@@ -95,10 +102,12 @@ impl Connection {
             opening,
             subscription,
             keepalive: tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive),
+            closing,
         }
     }
 
-    /// The next chunk; None ends the response (the client was dropped as too slow).
+    /// The next chunk; None ends the response (the client was dropped as too slow, or the
+    /// server is stopping).
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(chunk) = self.opening.pop_front() {
             return Some(chunk);
@@ -106,6 +115,7 @@ impl Connection {
         tokio::select! {
             notice = self.subscription.notices.recv() => notice.map(|n| task_event(&n)),
             _ = self.keepalive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
+            _ = self.closing.wait_for(|closing| *closing) => None,
         }
     }
 }

@@ -53,7 +53,10 @@ async fn connect(hub: &Hub, brokers: &str, topic: &str) -> anyhow::Result<Stream
     let (partitions, high) = tokio::task::spawn_blocking(move || {
         let client: BaseConsumer = config(&brokers).create()?;
         let metadata = client.fetch_metadata(Some(&topic_name), Duration::from_secs(5))?;
-        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
         let (_, high) = client.fetch_watermarks(&topic_name, PARTITION, Duration::from_secs(5))?;
         anyhow::Ok((partitions, high))
     })

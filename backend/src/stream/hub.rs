@@ -95,10 +95,15 @@ impl Hub {
     /// topic was recreated, or the feed reconnected after a gap) forgets what came before.
     pub fn start(&self, next_offset: i64) {
         let mut state = self.lock();
-        if state.latest == Some(next_offset - 1) {
-            return;
+        match state.latest {
+            // Connections made before the first start have missed nothing: they stay.
+            None => {
+                state.horizon = Some(next_offset - 1);
+                state.latest = Some(next_offset - 1);
+            }
+            Some(latest) if latest == next_offset - 1 => {}
+            Some(_) => state.reset(next_offset - 1),
         }
-        state.reset(next_offset - 1);
     }
 
     /// Record a notice and hand it to its user's connections; a connection whose buffer is
@@ -267,7 +272,10 @@ mod tests {
         hub.publish(notice(14, "alice"));
         assert_eq!(offsets(&mut current.notices), [14]);
         // The announced position before any notice is resumable too.
-        assert_eq!(replayed(&hub.subscribe("alice", Some("9")).resume), [10, 12, 13, 14]);
+        assert_eq!(
+            replayed(&hub.subscribe("alice", Some("9")).resume),
+            [10, 12, 13, 14]
+        );
     }
 
     #[test]
@@ -287,11 +295,14 @@ mod tests {
     }
 
     #[test]
-    fn before_the_feed_starts_nothing_is_resumable() {
+    fn before_the_feed_starts_nothing_is_resumable_but_connections_are_kept() {
         let hub = Hub::new(8, 10);
-        let sub = hub.subscribe("alice", Some("3"));
+        let mut sub = hub.subscribe("alice", Some("3"));
         assert_eq!(sub.resume, Resume::Resync);
         assert_eq!(sub.position, None);
+        hub.start(4);
+        hub.publish(notice(4, "alice"));
+        assert_eq!(offsets(&mut sub.notices), [4]);
     }
 
     #[test]

@@ -40,6 +40,9 @@ impl Default for StreamSettings {
 pub struct Live {
     pub hub: Option<Arc<Hub>>,
     pub keepalive: Duration,
+    /// Turns true on SIGTERM/Ctrl-C: streams end at once, so that they do not hold the
+    /// server's graceful shutdown for its whole timeout (clients reconnect elsewhere).
+    pub closing: watch::Receiver<bool>,
 }
 
 /// The feed of this process, started by `Application::run_until_stopped`.

@@ -11,4 +11,6 @@ mod kafka;
 mod list;
 mod notifications;
 mod reminders;
+mod stream;
 mod tasks;
+mod web_ui;
