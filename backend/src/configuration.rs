@@ -8,6 +8,8 @@ pub use taskflow_runtime::config::Secret;
 use taskflow_runtime::config::{default_of, millis, parsed, shared, var, CommonSettings};
 use taskflow_runtime::secrets::Secrets;
 
+use crate::stream::StreamSettings;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherKind {
     Kafka,
@@ -33,6 +35,8 @@ pub struct Settings {
     pub events: EventSettings,
     /// Run the job runner that fires reminders at their time in this process.
     pub reminder_scheduler_enabled: bool,
+    /// The live stream of task changes for the web UI.
+    pub stream: StreamSettings,
 }
 
 /// The event path: outbox relay and publisher.
@@ -82,6 +86,7 @@ impl Settings {
             app_api_token: None,
             events: EventSettings::default(),
             reminder_scheduler_enabled: true,
+            stream: StreamSettings::default(),
         }
     }
 
@@ -136,6 +141,17 @@ impl Settings {
                 ),
             },
             reminder_scheduler_enabled: parsed("REMINDER_SCHEDULER_ENABLED", true)?,
+            stream: stream_settings()?,
         })
     }
+}
+
+fn stream_settings() -> anyhow::Result<StreamSettings> {
+    let d = StreamSettings::default();
+    Ok(StreamSettings {
+        enabled: parsed("STREAM_ENABLED", d.enabled)?,
+        client_buffer: parsed("STREAM_CLIENT_BUFFER", d.client_buffer)?.clamp(1, 10_000),
+        replay: parsed("STREAM_REPLAY", d.replay)?.min(1_000_000),
+        keepalive: millis("STREAM_KEEPALIVE_MS", d.keepalive)?,
+    })
 }

@@ -11,4 +11,5 @@ pub mod openapi;
 pub mod outbox;
 pub mod routes;
 pub mod startup;
+pub mod stream;
 pub mod tasks;

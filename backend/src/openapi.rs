@@ -48,6 +48,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(routes::notifications::NotificationsApi::openapi());
     doc.merge(routes::preferences::PreferencesApi::openapi());
     doc.merge(routes::health::HealthApi::openapi());
+    doc.merge(routes::stream::StreamApi::openapi());
+    doc.merge(routes::recurrence::RecurrenceApi::openapi());
     shared_responses(&mut doc);
     links(&mut doc);
     doc

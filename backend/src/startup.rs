@@ -25,6 +25,10 @@ use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
 use crate::outbox::retention;
 use crate::outbox::{EventPathHealth, RelayWakeup};
+use crate::routes::{
+    events, health, notifications, preferences, recurrence, reminders, stream, tasks, ui,
+};
+use crate::stream::{Feed, Hub, Live};
 
 /// The methods of the routes outside the OpenAPI document (the Dapr subscriber, the document
 /// itself), for the `Allow` header; the documented ones come from the document.
@@ -42,13 +46,13 @@ fn allowed_methods(pattern: &str) -> Option<&'static str> {
             .map(|(_, methods)| *methods)
     })
 }
-use crate::routes::{events, health, notifications, preferences, reminders, tasks};
 
 pub struct Application {
     port: u16,
     server: Server,
     outbox: Option<OutboxTask>,
     scheduler: Option<JobRunner>,
+    feed: Option<Feed>,
     pub pool: DbPool,
     pub metrics: Data<Metrics>,
     pub event_path: Data<EventPathHealth>,
@@ -120,6 +124,27 @@ impl Application {
         } else {
             None
         };
+        // Every process reads all of task-updates itself: a replica serves its own clients.
+        let hub = settings
+            .stream
+            .enabled
+            .then(|| Hub::new(settings.stream.client_buffer, settings.stream.replay));
+        let feed = hub.clone().map(|hub| {
+            Feed::new(
+                hub,
+                &settings.common.kafka_brokers,
+                format!(
+                    "{}{}",
+                    settings.common.topic_prefix,
+                    shared_events::topics::TASK_UPDATES
+                ),
+            )
+        });
+        let live = Data::new(Live {
+            hub,
+            keepalive: settings.stream.keepalive,
+            closing: taskflow_runtime::lifecycle::shutdown_signal(),
+        });
         // Without a relay in this process nobody listens; another replica's relay polls.
         let wakeup: Data<RelayWakeup> = match &outbox {
             Some(OutboxTask::Relay(r)) => Data::from(r.wakeup()),
@@ -135,12 +160,14 @@ impl Application {
             event_path.clone(),
             subscriber,
             wakeup,
+            live,
         )?;
         Ok(Application {
             port,
             server,
             outbox,
             scheduler,
+            feed,
             pool,
             metrics,
             event_path,
@@ -157,6 +184,9 @@ impl Application {
         let scheduler = self
             .scheduler
             .map(|runner| tokio::spawn(runner.run(stopped.clone())));
+        let feed = self
+            .feed
+            .map(|feed| tokio::spawn(feed.run(stopped.clone())));
         let outbox = self.outbox.map(|task| match task {
             OutboxTask::Relay(relay) => tokio::spawn(relay.run(stopped)),
             OutboxTask::Prune(keep) => {
@@ -168,6 +198,10 @@ impl Application {
         if let Some(scheduler) = scheduler {
             // The runner gives a running job its shutdown budget; nothing is lost past it.
             let _ = scheduler.await;
+        }
+        if let Some(feed) = feed {
+            // It stops at once: nothing to hand over.
+            let _ = feed.await;
         }
         if let Some(outbox) = outbox {
             if tokio::time::timeout(Duration::from_secs(10), outbox)
@@ -263,6 +297,7 @@ struct Subscriber {
     token: Data<events::AppApiToken>,
 }
 
+// One parameter per shared piece of state the routes take; grouping them would only rename them.
 #[allow(clippy::too_many_arguments)]
 fn run(
     listener: TcpListener,
@@ -273,6 +308,7 @@ fn run(
     event_path: Data<EventPathHealth>,
     subscriber: Subscriber,
     wakeup: Data<RelayWakeup>,
+    live: Data<Live>,
 ) -> anyhow::Result<Server> {
     let pool = Data::new(pool);
     let migrations_seen = Data::new(health::MigrationsSeen::default());
@@ -294,6 +330,7 @@ fn run(
             .app_data(event_path.clone())
             .app_data(wakeup.clone())
             .app_data(migrations_seen.clone())
+            .app_data(live.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(BODY_LIMIT)
@@ -314,6 +351,9 @@ fn run(
             .service(reminders::internal_scope())
             .service(notifications::scope())
             .service(preferences::scope())
+            .service(stream::scope())
+            .service(recurrence::scope())
+            .configure(ui::routes)
             .default_service(web::to(not_found))
     })
     .listen(listener)?

@@ -57,6 +57,7 @@ TaskFlow is up ($(since "$1")). Press Ctrl-C to stop.
 
 $(step_report)
 
+  UI           $base/#token=$2
   API          $base/api
   OpenAPI      $base/openapi.json
 $(services_print)

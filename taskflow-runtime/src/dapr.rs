@@ -79,6 +79,8 @@ impl ResponseError for Refused {
 pub enum Outcome {
     Handled,
     Duplicate,
+    /// The handler has nothing to do with it.
+    Ignored,
     /// Database away or the like: Dapr delivers it again.
     Retry,
     /// Undecodable, unknown, or never handleable: Dapr dead-letters it.
@@ -89,7 +91,7 @@ impl Outcome {
     /// Dapr's status word for it.
     pub fn status(self) -> &'static str {
         match self {
-            Outcome::Handled | Outcome::Duplicate => "SUCCESS",
+            Outcome::Handled | Outcome::Duplicate | Outcome::Ignored => "SUCCESS",
             Outcome::Retry => "RETRY",
             Outcome::Drop => "DROP",
         }
@@ -100,6 +102,7 @@ impl Outcome {
         match self {
             Outcome::Handled => "handled",
             Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
             Outcome::Retry => "retried",
             Outcome::Drop => "dead_lettered",
         }
@@ -135,6 +138,7 @@ pub async fn deliver(
     match handle_once(pool, consumer, handler, delivery).await {
         Ok(Handled::Applied) => Outcome::Handled,
         Ok(Handled::Duplicate) => Outcome::Duplicate,
+        Ok(Handled::Ignored) => Outcome::Ignored,
         Err(HandlerError::Transient(reason)) => {
             tracing::warn!(event = %event.id, %topic, %reason, "delivery to retry");
             Outcome::Retry

@@ -274,6 +274,8 @@ async fn openapi_is_3_1_and_lists_every_operation() {
         ("/api/{user_id}/notifications/{id}/read", "post"),
         ("/api/{user_id}/preferences", "get"),
         ("/api/{user_id}/preferences", "put"),
+        ("/api/{user_id}/stream", "get"),
+        ("/api/{user_id}/recurrence/preview", "post"),
         ("/internal/reminders/scan", "post"),
         ("/health", "get"),
         ("/ready", "get"),

@@ -21,6 +21,8 @@ pub fn settings(database_url: &str) -> Settings {
     s.common.db_pool_size = 8;
     s.common.kafka_brokers = taskflow_test_support::kafka::brokers();
     s.events.relay_enabled = false;
+    // Its own Kafka consumer in every test app would only slow the suite; stream tests turn it on.
+    s.stream.enabled = false;
     s.events.poll_interval = Duration::from_millis(200);
     s.events.max_backoff = Duration::from_secs(2);
     s.events.publish_timeout = Duration::from_secs(5);

@@ -11,4 +11,6 @@ mod list;
 mod notifications;
 mod reminders;
 mod route_walk;
+mod stream;
 mod tasks;
+mod web_ui;
