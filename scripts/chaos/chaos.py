@@ -241,6 +241,9 @@ def run(args):
                  lambda: drained(db_url, kafka, tails, stack))
         quiesce_seconds = time.time() - t_quiet
         log(f"drained in {quiesce_seconds:.1f}s; checking")
+        # Each fault's recovery ends at a whole sample: the last fault's may come after the drain.
+        wait_for("every process ready and every partition assigned", 120,
+                 lambda: (monitor.samples[-1][1], "not yet"))
         monitor.stop.set()
         report.update(check(load, injector, receiver, stack, kafka, tails, db_url, prefix,
                             webhook_users, crashed))
@@ -284,10 +287,21 @@ def check(load, injector, receiver, stack, kafka, tails, db_url, prefix, webhook
     ops = defaultdict(Counter)
     for r in load.records:
         c = ops[r["op"]]
-        c["requests"] += 1
-        c["acknowledged" if r["ack"] else "no answer" if not r["status"]
-          else f"{r['status'] // 100}xx"] += 1
-    return {"invariants": {name: {"checked": n, "violated": len(bad), "stats": stats,
+        if r.get("refused"):
+            # A killed replica: the request never arrived and went to the other one.
+            c["refused"] += 1
+        else:
+            c["requests"] += 1
+            c["acknowledged" if r["ack"] else "no answer" if not r["status"]
+              else f"{r['status'] // 100}xx"] += 1
+    for op, c in ops.items():
+        took = sorted(r["dt"] for r in load.records if r["op"] == op and r["status"])
+        if took:
+            c["p50_ms"] = round(took[len(took) // 2] * 1000)
+            c["p99_ms"] = round(took[min(len(took) - 1, int(len(took) * 0.99))] * 1000)
+    refused = [r for r in load.records if 400 <= r["status"] < 500]
+    return {"client_errors": refused[:EXAMPLES * 2],
+            "invariants": {name: {"checked": n, "violated": len(bad), "stats": stats,
                                   "examples": bad[:EXAMPLES]}
                            for name, (n, bad, stats) in sorted(results.items())},
             "operations": {k: dict(v) for k, v in sorted(ops.items())}}
@@ -321,10 +335,12 @@ def print_table(report):
     for kind, n in sorted(faults_by_kind.items()):
         extra = f"  ({', '.join(f'{t} {c}' for t, c in sorted(kills.items()))})" if kind == "kill" else ""
         print(f"  {kind:<50}{n:>8}{extra}")
-    print(f"\n{'operations':<26}{'requests':>10}{'acked':>8}{'no answer':>11}{'4xx':>6}{'5xx':>6}")
+    print(f"\n{'operations':<26}{'requests':>10}{'acked':>8}{'no answer':>11}{'4xx':>6}{'5xx':>6}"
+          f"{'p50 ms':>8}{'p99 ms':>8}{'refused':>9}")
     for op, c in report["operations"].items():
         print(f"  {op:<24}{c.get('requests', 0):>10}{c.get('acknowledged', 0):>8}"
-              f"{c.get('no answer', 0):>11}{c.get('4xx', 0):>6}{c.get('5xx', 0):>6}")
+              f"{c.get('no answer', 0):>11}{c.get('4xx', 0):>6}{c.get('5xx', 0):>6}"
+              f"{c.get('p50_ms', 0):>8}{c.get('p99_ms', 0):>8}{c.get('refused', 0):>9}")
     print(f"\n{'invariant':<52}{'checked':>8}{'violated':>10}")
     for name, inv in report["invariants"].items():
         print(f"  {name:<50}{inv['checked']:>8}{inv['violated']:>10}")

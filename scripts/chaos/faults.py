@@ -13,8 +13,10 @@ KINDS = {  # kind: weight
     "webhook_hang": 1,    # the receiver holds requests past the notifier's timeout
 }
 # A 503 (JSON) is declared expected from a PostgreSQL restart until this long after it is back:
-# every pooled connection is found broken once.
-OUTAGE_GRACE = 10.0
+# pooled connections are found broken, and requests queue for new ones on a loaded machine.
+OUTAGE_GRACE = 15.0
+# How long a restarted backend may take to answer /ready with 200.
+READY_WAIT = 60.0
 
 
 def schedule(seed, duration, services):
@@ -41,7 +43,7 @@ class Injector:
         self.plan, self.stack, self.postgres = plan, stack, postgres
         self.broker, self.receiver, self.start_at, self.log = broker, receiver, start_at, log
         self.done = []      # {"kind", "params", "start", "end"} (wall-clock seconds)
-        self.outages = []   # (from, to): when a JSON 503 is an expected answer
+        self.outages = []   # (from, to, port or None for all): when a JSON 503 is expected
         self.error = None
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -70,9 +72,17 @@ class Injector:
 
     def kill(self, target, down):
         service = self.stack.by_name[target]
+        start = time.time()
         service.kill()
         time.sleep(down)
         service.start()
+        if target.startswith("backend"):
+            # Until its /ready answers 200 a replica declares itself unavailable (a load balancer
+            # would not send it requests yet); its pool is still connecting, so 503s are expected.
+            deadline = time.time() + READY_WAIT
+            while not service.ready()[0] and time.time() < deadline:
+                time.sleep(0.2)
+            self.outages.append((start, time.time() + 1.0, service.port))
 
     def broker_pause(self, seconds):
         self.broker.pause()
@@ -86,7 +96,7 @@ class Injector:
         try:
             self.postgres.restart()
         finally:
-            self.outages.append((start, time.time() + OUTAGE_GRACE))
+            self.outages.append((start, time.time() + OUTAGE_GRACE, None))
 
     def webhook_500(self, seconds):
         self.receiver.set_mode("error")

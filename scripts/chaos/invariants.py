@@ -253,7 +253,8 @@ def check_responses(records, outages, panics):
     for r in answered:
         if r["status"] < 500:
             continue
-        declared = any(a <= r["t"] + r["dt"] and r["t"] <= b for a, b in outages)
+        declared = any(a <= r["t"] + r["dt"] and r["t"] <= b and port in (None, r["replica"])
+                       for a, b, port in outages)
         if r["status"] == 503 and r["json"] and r["code"] == "unavailable" and declared:
             allowed += 1
         else:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -114,7 +115,10 @@ class Stack:
              ("notifier", "METRICS_ADDR"))
 
     def __init__(self, bin_dir, log_dir, port_base, common_env, receiver_host):
-        os.makedirs(log_dir, exist_ok=True)
+        # This run's logs only: they are searched for panics.
+        if os.path.isdir(log_dir):
+            shutil.rmtree(log_dir)
+        os.makedirs(log_dir)
         self.log_dir = log_dir
         env = dict(common_env)
         # The receiver listens on loopback, which the SSRF policy refuses unless allowed.

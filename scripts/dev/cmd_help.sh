@@ -12,11 +12,20 @@ Usage: ./dev COMMAND [ARGS]
   test [ARGS]       shellcheck, yamllint, actionlint, CRD checks and every executable
                     scripts/checks/* file, then PostgreSQL + Tansu and
                     cargo test --workspace --no-fail-fast ARGS (e.g. ./dev test -- --nocapture),
-                    then the OpenAPI document. Stops what it started; non-zero if anything failed.
+                    then the OpenAPI document, then a one-minute chaos run (seed 20261201).
+                    Stops what it started; non-zero if anything failed.
   bench             PostgreSQL + Tansu, then the release-mode benchmark (backend/benches/throughput.rs):
                     wrk against the API beside pgbench doing the same work, event latency, relay
                     throughput, memory; one table, and JSON under <target>/bench/.
                     BENCH_SECONDS, BENCH_LIST_SECONDS, BENCH_RATE.
+  chaos [--minutes N] [--seed S] [--rate R]
+                    Two backends, two recurrence workers, two notifiers and a webhook receiver on
+                    a PostgreSQL and Tansu of its own, under load (R requests/s, default 25) and
+                    faults drawn from the seed (printed; default random): SIGKILL and restart of
+                    services, SIGSTOP of Tansu, pg_ctl restart, webhook 500s and hangs. Then it
+                    drains and checks the guarantees (README "Guarantees"); a table, JSON in
+                    target/chaos/, non-zero on a violation. Default 3 minutes.
+                    CHAOS_PORT_BASE=18100 (7 ports), CHAOS_QUIESCE_TIMEOUT=240 (seconds).
   token USER_ID [TTL_SECONDS]
                     Print a bearer token for USER_ID (default TTL 24 h).
   down [--purge]    Stop what a crashed ./dev left running (its pid files in .dev/pids).
