@@ -54,30 +54,50 @@ class Monitor:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def healthy(self):
-        assigned = defaultdict(int)
+    def sample(self):
+        """(whole, the backends' ports whose /ready did not answer 200)."""
+        assigned, whole, unready = defaultdict(int), True, set()
         for s in self.stack.services:
             ok, body = s.ready()
-            if not ok:
-                return False
             kind = s.name.rsplit("-", 1)[0]
+            if not ok:
+                whole = False
+                if kind == "backend":
+                    unready.add(s.port)
+                continue
             if kind == "backend" and body.get("status") != "ok":
-                return False
+                whole = False
             assigned[kind] += body.get("assigned_partitions", 0)
-        return all(assigned[group] == self.partitions[topic] for group, topic in GROUPS)
+        whole = whole and all(assigned[g] == self.partitions[t] for g, t in GROUPS)
+        return whole, unready
+
+    def healthy(self):
+        return self.sample()[0]
 
     def run(self):
         while not self.stop.is_set():
             t = time.time()
-            self.samples.append((t, self.healthy()))
+            whole, unready = self.sample()
+            self.samples.append((t, whole, unready))
             self.stop.wait(max(0.0, 0.5 - (time.time() - t)))
 
     def recovery(self, after):
         """Seconds from `after` to the first whole sample, or None."""
-        for t, ok in self.samples:
+        for t, ok, _ in self.samples:
             if t >= after and ok:
                 return t - after
         return None
+
+    def unready(self):
+        """(from, to, port): a backend declared itself unavailable (its /ready not 200), from
+        the sample before the first such one to the sample after the last."""
+        out = []
+        for i, (t, _, ports) in enumerate(self.samples):
+            before = self.samples[i - 1][0] if i else t
+            after = self.samples[i + 1][0] if i + 1 < len(self.samples) else t
+            for port in ports:
+                out.append((before, after, port))
+        return out
 
 
 def tokens(bin_dir, users):
@@ -244,8 +264,9 @@ def run(args):
         # Each fault's recovery ends at a whole sample: the last fault's may come after the drain.
         wait_for("every process ready and every partition assigned", 120,
                  lambda: (monitor.samples[-1][1], "not yet"))
+        outages = injector.outages + monitor.unready()
         monitor.stop.set()
-        report.update(check(load, injector, receiver, stack, kafka, tails, db_url, prefix,
+        report.update(check(load, outages, receiver, stack, kafka, tails, db_url, prefix,
                             webhook_users, crashed))
         report["quiesce_seconds"] = round(quiesce_seconds, 1)
         report["faults"] = injector.done
@@ -268,7 +289,7 @@ def drained(db_url, kafka, tails, stack):
     return all(v == 0 for v in state.values()), state
 
 
-def check(load, injector, receiver, stack, kafka, tails, db_url, prefix, webhook_users, crashed):
+def check(load, outages, receiver, stack, kafka, tails, db_url, prefix, webhook_users, crashed):
     results = {}
     results["5 zero lag, outbox drained"] = drained_check(db_url, kafka, tails, stack)
     events = invariants.task_events(tails["task-events"].read())
@@ -283,7 +304,7 @@ def check(load, injector, receiver, stack, kafka, tails, db_url, prefix, webhook
     results["3 one notification per due reminder"] = invariants.check_reminders(
         reminder_msgs, reminders, notifications, webhook_users, hooks, prefix)
     results["4 no 5xx but declared 503s, no panic"] = invariants.check_responses(
-        load.records, injector.outages, stack.panics() + crashed)
+        load.records, outages, stack.panics() + crashed)
     ops = defaultdict(Counter)
     for r in load.records:
         c = ops[r["op"]]
