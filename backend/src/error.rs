@@ -42,6 +42,11 @@ pub enum ApiError {
 
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
+        // A restart of PostgreSQL breaks the pooled connections under the requests in flight:
+        // the database is away, as when the pool cannot connect, not a fault of the server.
+        if taskflow_db::pool::connection_lost(&e) {
+            return ApiError::Unavailable(format!("database unavailable: {e}"));
+        }
         ApiError::Internal(e.into())
     }
 }
@@ -180,4 +185,46 @@ pub fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
 
 pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_query", err.to_string()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    fn status_and_code(e: DieselError) -> (StatusCode, &'static str) {
+        let api = ApiError::from(e);
+        (api.status_code(), api.code())
+    }
+
+    // Found by ./dev chaos: requests in flight while PostgreSQL restarted answered 500 internal.
+    #[test]
+    fn a_connection_lost_under_a_request_is_503_unavailable() {
+        let closed = DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand,
+            Box::new("connection closed".to_owned()),
+        );
+        let shutdown = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("terminating connection due to administrator command".to_owned()),
+        );
+        for e in [closed, shutdown] {
+            assert_eq!(
+                status_and_code(e),
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            );
+        }
+    }
+
+    #[test]
+    fn other_database_errors_stay_internal() {
+        let unique = DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("duplicate key value".to_owned()),
+        );
+        assert_eq!(
+            status_and_code(unique),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+    }
 }

@@ -14,7 +14,8 @@ Usage: ./dev COMMAND [ARGS]
                     cargo test --workspace --no-fail-fast ARGS (e.g. ./dev test -- --nocapture),
                     then the OpenAPI document and schemathesis against a backend it starts
                     (SCHEMATHESIS_EXAMPLES=20 per operation, SCHEMATHESIS_SECONDS=75 in all,
-                    SCHEMATHESIS_SEED=1). Stops what it started; non-zero if anything failed.
+                    SCHEMATHESIS_SEED=1), then a one-minute chaos run (seed 20261201).
+                    Stops what it started; non-zero if anything failed.
   bench             PostgreSQL + Tansu, then the release-mode benchmark (backend/benches/throughput.rs):
                     wrk against the API beside pgbench doing the same work, event latency, relay
                     throughput, memory; one table, and JSON under <target>/bench/.
@@ -23,6 +24,14 @@ Usage: ./dev COMMAND [ARGS]
                     The cargo-fuzz targets of fuzz/ (RRULE and cron text, CloudEvents, task
                     recurrence JSON), each for SECONDS (default 30), with execs per target.
                     Needs nightly and cargo-fuzz (installed when missing); not in ./dev test.
+  chaos [--minutes N] [--seed S] [--rate R]
+                    Two backends, two recurrence workers, two notifiers and a webhook receiver on
+                    a PostgreSQL and Tansu of its own, under load (R requests/s, default 25) and
+                    faults drawn from the seed (printed; default random): SIGKILL and restart of
+                    services, SIGSTOP of Tansu, pg_ctl restart, webhook 500s and hangs. Then it
+                    drains and checks the guarantees (README "Guarantees"); a table, JSON in
+                    target/chaos/, non-zero on a violation. Default 3 minutes.
+                    CHAOS_PORT_BASE=18100 (7 ports), CHAOS_QUIESCE_TIMEOUT=240 (seconds).
   token USER_ID [TTL_SECONDS]
                     Print a bearer token for USER_ID (default TTL 24 h).
   down [--purge]    Stop what a crashed ./dev left running (its pid files in .dev/pids).

@@ -19,8 +19,21 @@ cmd_test() {
 	run_check openapi check_openapi
 	# The document fuzzed against a running backend, while PostgreSQL and Kafka are still up.
 	run_check schemathesis check_schemathesis
-	# Stop what this invocation started: scripts/checks/* need none of it.
+	# Stop what this invocation started: scripts/checks/* need none of it, and the chaos run
+	# starts its own.
 	cleanup
 	run_repo_checks
+	run_check chaos chaos_short
 	check_summary "$t0"
+}
+
+# The short chaos run: a minute, fixed seed, on a PostgreSQL and Tansu of its own.
+CHAOS_TEST_SEED=20261201
+chaos_short() {
+	local busy
+	if busy=$(chaos_infra_busy); then
+		printf '%s\n' "$busy"
+		return 77
+	fi
+	env -u DATABASE_URL -u KAFKA_BROKERS "$REPO_ROOT/dev" chaos --minutes 1 --seed "$CHAOS_TEST_SEED"
 }

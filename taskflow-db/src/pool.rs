@@ -27,3 +27,74 @@ pub async fn ping(pool: &DbPool) -> anyhow::Result<()> {
     diesel::sql_query("SELECT 1").execute(&mut conn).await?;
     Ok(())
 }
+
+/// True when a statement failed because its connection or the server went away (a closed
+/// connection, PostgreSQL shutting down or restarting), not because of the statement itself:
+/// trying again later can succeed. diesel reports no SQLSTATE, so the server's messages of
+/// class 57 (operator intervention: `57P01` admin shutdown, `57P02` crash shutdown, `57P03`
+/// cannot connect now) are recognised by their text, which is English unless `lc_messages` says
+/// otherwise.
+pub fn connection_lost(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message();
+            message.starts_with("terminating connection")
+                || message.starts_with("the database system is")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_lost;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn a_closed_connection_or_a_server_going_away_is_a_lost_connection() {
+        for (kind, message) in [
+            (DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            (
+                DatabaseErrorKind::ClosedConnection,
+                "server closed the connection unexpectedly",
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "terminating connection because of crash of another server process",
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "the database system is shutting down",
+            ),
+        ] {
+            assert!(connection_lost(&db_error(kind, message)), "{message}");
+        }
+    }
+
+    #[test]
+    fn errors_of_the_statement_are_not() {
+        assert!(!connection_lost(&db_error(
+            DatabaseErrorKind::UniqueViolation,
+            "duplicate key"
+        )));
+        assert!(!connection_lost(&db_error(
+            DatabaseErrorKind::Unknown,
+            "syntax error at or near"
+        )));
+        assert!(!connection_lost(&Error::NotFound));
+        assert!(!connection_lost(&Error::RollbackTransaction));
+    }
+}

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use diesel::pg::PgNotification;
 use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -278,14 +279,7 @@ impl Relay {
             {
                 let notified = async {
                     match listener.as_mut() {
-                        Some(conn) => {
-                            let mut stream = std::pin::pin!(conn.notifications_stream());
-                            let alive = matches!(stream.next().await, Some(Ok(_)));
-                            // One pass publishes everything committed so far: take the whole
-                            // burst of notifications, not one pass each.
-                            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
-                            alive
-                        }
+                        Some(conn) => heard(conn.notifications_stream()).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -433,6 +427,18 @@ async fn publish_in_key_order<'a>(
     outcome
 }
 
+/// Wait for a notification, then take the rest of its burst (one pass publishes everything
+/// committed so far, not one pass each); false when the connection is gone. The burst is taken
+/// only after a notification: a stream that ended must not be polled again (it panics).
+async fn heard(stream: impl futures::Stream<Item = diesel::QueryResult<PgNotification>>) -> bool {
+    let mut stream = std::pin::pin!(stream);
+    let alive = matches!(stream.next().await, Some(Ok(_)));
+    if alive {
+        while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+    }
+    alive
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +450,36 @@ mod tests {
         assert_eq!(backoff(2, max), Duration::from_millis(200));
         assert_eq!(backoff(5, max), Duration::from_millis(1600));
         assert_eq!(backoff(40, max), max);
+    }
+
+    // Found by ./dev chaos: PostgreSQL restarted just after a NOTIFY reached the relay's LISTEN
+    // connection. The error that closed it ended that burst; the next wait found the stream
+    // ended, polled it again and panicked: the relay task died and its replica published no
+    // more events.
+    #[tokio::test]
+    async fn a_listen_connection_closed_after_a_notification_is_reported_gone() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(Ok(PgNotification {
+            process_id: 1,
+            channel: "outbox".into(),
+            payload: String::new(),
+        }))
+        .unwrap();
+        tx.send(Err(Error::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand,
+            Box::new("connection closed".to_owned()),
+        )))
+        .unwrap();
+        drop(tx);
+        // As diesel-async's `notifications_stream`: a new stream over the connection's channel
+        // for every wait.
+        fn stream(
+            rx: &mut tokio::sync::mpsc::UnboundedReceiver<diesel::QueryResult<PgNotification>>,
+        ) -> impl futures::Stream<Item = diesel::QueryResult<PgNotification>> + '_ {
+            futures::stream::unfold(rx, |rx| async { rx.recv().await.map(|item| (item, rx)) })
+        }
+        assert!(heard(stream(&mut rx)).await, "the notification");
+        assert!(!heard(stream(&mut rx)).await, "the connection is gone");
     }
 }

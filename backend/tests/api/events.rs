@@ -643,6 +643,30 @@ async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
     published(other.create(USER, json!({"title": "notify me"})).await).await;
 }
 
+// A PostgreSQL restart ends the idle relay's LISTEN connection: it listens again and publishes.
+#[tokio::test]
+async fn the_relay_outlives_its_listen_connection() {
+    let brokers = topics().await;
+    let database = fresh_database().await;
+    let app = spawn_with(relaying(&database, PublisherKind::Kafka, &brokers, None)).await;
+    relay_idle_and_armed(&app).await;
+    // What a restart does to it: the server ends the connection while the relay waits on it.
+    app.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query = 'LISTEN outbox'",
+    )
+    .await;
+    let task = app
+        .create(USER, json!({"title": "after the listener"}))
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let events = read(&brokers, "task-events", 1, Duration::from_secs(20), |r| {
+        task_id(r) == id
+    })
+    .await;
+    assert_eq!(events.len(), 1);
+}
+
 #[tokio::test]
 async fn with_debezium_publishing_nothing_here_publishes_and_rows_go_by_age() {
     use backend::outbox::retention::{self, PublishedBy};
