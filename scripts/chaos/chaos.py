@@ -213,7 +213,8 @@ def run(args):
     db_url, brokers = env["DATABASE_URL"], env["KAFKA_BROKERS"]
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     duration = args.minutes * 60
-    log(f"seed {seed}: replay with ./dev chaos --minutes {args.minutes:g} --seed {seed}")
+    log(f"seed {seed}: replay with ./dev chaos --minutes {args.minutes:g} --seed {seed} "
+        f"--rate {args.rate:g}")
     rng = random.Random(seed)
     prefix = f"chaos-{seed}-{int(time.time()) % 10**6}-"
 
