@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_body, error_code, spawn_app};
+use crate::helpers::{error_body, error_code, occurrence_dates, spawn_app};
 
 #[tokio::test]
 async fn the_page_and_its_modules_are_served_under_a_strict_csp() {
@@ -75,17 +75,7 @@ async fn a_recurrence_preview_gives_the_summary_and_next_dates() {
         body["recurrence"]["summary"],
         "every week on Monday and Wednesday"
     );
-    let dates: Vec<(i64, &str)> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                o["occurrence"].as_i64().unwrap(),
-                o["due_at"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let dates = occurrence_dates(&body);
     assert_eq!(
         dates,
         [
