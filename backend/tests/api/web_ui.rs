@@ -53,6 +53,9 @@ async fn the_page_and_its_modules_are_served_under_a_strict_csp() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+    // `/` used to be an unknown route; only GET is served there.
+    let res = app.anonymous(Method::POST, "/").send().await.unwrap();
+    assert_eq!(error_code(res, 405).await, "method_not_allowed");
 }
 
 #[tokio::test]
