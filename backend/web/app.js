@@ -139,7 +139,13 @@ function render() {
   // Keep focus on the same control of the same card across a re-render.
   const active = document.activeElement;
   const focusKey = active?.closest?.(".card") && `${active.closest(".card").dataset.id}:${active.dataset.action}`;
+  // A live update must not fold up the next dates someone is reading.
+  const expanded = [...list.querySelectorAll(".card details[open]")].map((d) => d.closest(".card").dataset.id);
   list.replaceChildren(...tasks.map(card));
+  for (const id of expanded) {
+    const details = list.querySelector(`.card[data-id="${id}"] details`);
+    if (details) details.open = true;
+  }
   status(tasks.length ? `${tasks.length}${cursor ? "+" : ""} task${tasks.length === 1 ? "" : "s"}` : "No tasks here yet.");
   if (focusKey) {
     const [id, action] = focusKey.split(":");

@@ -17,6 +17,7 @@ export function setUpForm({ user, onSaved }) {
   let initialRecurrence = "null";
   let opener = null;
   let previewTimer = 0;
+  let previewSeq = 0;
 
   for (const [code, name] of DAYS) {
     const label = document.createElement("label");
@@ -79,17 +80,18 @@ export function setUpForm({ user, onSaved }) {
     form.querySelector("[aria-invalid]")?.focus();
   }
 
+  // Only the latest preview is shown: answers to earlier ones may arrive after it.
   async function preview() {
-    const out = $("preview");
+    const seq = ++previewSeq;
+    const show = (error, ...nodes) => {
+      if (seq !== previewSeq) return;
+      $("e-recurrence").textContent = error;
+      $("preview").replaceChildren(...nodes);
+    };
     const value = recurrence();
     const due = dueAt();
-    out.replaceChildren();
-    $("e-recurrence").textContent = "";
-    if (value === null || (value.rule !== undefined && !value.rule)) return;
-    if (!due) {
-      out.textContent = "Set a due date to see the next dates.";
-      return;
-    }
+    if (value === null || (value.rule !== undefined && !value.rule)) return show("");
+    if (!due) return show("", "Set a due date to see the next dates.");
     try {
       const res = await call(`/api/${encodeURIComponent(user())}/recurrence/preview`, {
         method: "POST", body: { recurrence: value, due_at: due, timezone: zone(), limit: 5 },
@@ -99,11 +101,11 @@ export function setUpForm({ user, onSaved }) {
       const list = document.createElement("ul");
       list.className = "dates";
       list.append(...res.items.map((o) => Object.assign(document.createElement("li"), { textContent: dateText(o.due_at, zone()) })));
-      out.append(title, list);
+      show("", title, list);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
       const fields = e.fields || {};
-      $("e-recurrence").textContent = fields.recurrence || Object.values(fields)[0] || e.message;
+      show(fields.recurrence || Object.values(fields)[0] || e.message);
     }
   }
 
@@ -115,6 +117,7 @@ export function setUpForm({ user, onSaved }) {
   function fill(task) {
     form.reset();
     clearErrors();
+    previewSeq += 1; // an answer still on its way belongs to the dialog's last use
     $("preview").replaceChildren();
     const tz = task?.timezone || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
     $("f-title").value = task?.title || "";

@@ -395,7 +395,6 @@ async fn unknown_routes_and_non_uuid_ids_are_json_404() {
     let app = spawn_app().await;
     let (id, _) = task(&app).await;
     for (method, path) in [
-        (Method::GET, "/".to_owned()),
         (Method::GET, "/nope".to_owned()),
         (Method::POST, "/nope".to_owned()),
         (Method::GET, "/api".to_owned()),

@@ -182,3 +182,18 @@ pub fn ids(page: &Value) -> Vec<String> {
         .map(|t| t["id"].as_str().expect("id").to_owned())
         .collect()
 }
+
+/// `(occurrence, due_at)` of each item of an occurrences page (or a recurrence preview).
+pub fn occurrence_dates(page: &Value) -> Vec<(i64, &str)> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| {
+            (
+                o["occurrence"].as_i64().unwrap(),
+                o["due_at"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}

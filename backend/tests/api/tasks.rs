@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, spawn_app, TestApp};
+use crate::helpers::{error_code, occurrence_dates, spawn_app, TestApp};
 
 const USER: &str = "alice";
 
@@ -513,17 +513,7 @@ async fn occurrences_lists_the_next_due_dates_of_the_series() {
     assert_eq!(res.status(), 200);
     let page: Value = res.json().await.unwrap();
     assert_eq!(page["task_id"], id);
-    let dates: Vec<(i64, &str)> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                o["occurrence"].as_i64().unwrap(),
-                o["due_at"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let dates = occurrence_dates(&page);
     assert_eq!(
         dates,
         [

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_body, error_code, spawn_app};
+use crate::helpers::{error_body, error_code, occurrence_dates, spawn_app};
 
 #[tokio::test]
 async fn the_page_and_its_modules_are_served_under_a_strict_csp() {
@@ -53,6 +53,9 @@ async fn the_page_and_its_modules_are_served_under_a_strict_csp() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+    // `/` used to be an unknown route; only GET is served there.
+    let res = app.anonymous(Method::POST, "/").send().await.unwrap();
+    assert_eq!(error_code(res, 405).await, "method_not_allowed");
 }
 
 #[tokio::test]
@@ -75,17 +78,7 @@ async fn a_recurrence_preview_gives_the_summary_and_next_dates() {
         body["recurrence"]["summary"],
         "every week on Monday and Wednesday"
     );
-    let dates: Vec<(i64, &str)> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                o["occurrence"].as_i64().unwrap(),
-                o["due_at"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let dates = occurrence_dates(&body);
     assert_eq!(
         dates,
         [
