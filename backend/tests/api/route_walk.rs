@@ -39,6 +39,7 @@ fn valid_body(schema: &str) -> Value {
         "TaskBody" | "TaskPatch" => json!({"title": "mallory"}),
         "SnoozeBody" => json!({"minutes": 5}),
         "PreferencesBody" => json!({"channels": ["in_app"]}),
+        "PreviewBody" => json!({"recurrence": "daily", "due_at": "2027-01-04T09:00:00Z"}),
         other => panic!("no valid body for request schema {other}: add one to valid_body"),
     }
 }
