@@ -75,25 +75,7 @@ impl WorkerSettings {
             push: None,
         })
     }
-}
 
-struct Health {
-    pool: DbPool,
-    metrics: ConsumerMetrics,
-    registry: Registry,
-}
-
-/// What the push routes need.
-struct Push {
-    settings: PushSettings,
-    subscriptions: Vec<Subscription>,
-    /// The consumer name in `processed_events`: the consumer group's, so that switching between
-    /// Kafka and Dapr never handles an event twice.
-    consumer: String,
-    handler: Arc<dyn Handler>,
-}
-
-impl WorkerSettings {
     /// What `GET /dapr/subscribe` lists in push mode: the topic on the broker (prefixed) with
     /// its dead-letter topic.
     pub fn subscriptions(&self) -> Vec<Subscription> {
@@ -111,6 +93,22 @@ impl WorkerSettings {
             })
             .collect()
     }
+}
+
+struct Health {
+    pool: DbPool,
+    metrics: ConsumerMetrics,
+    registry: Registry,
+}
+
+/// What the push routes need.
+struct Push {
+    settings: PushSettings,
+    subscriptions: Vec<Subscription>,
+    /// The consumer name in `processed_events`: the consumer group's, so that switching between
+    /// Kafka and Dapr never handles an event twice.
+    consumer: String,
+    handler: Arc<dyn Handler>,
 }
 
 async fn dapr_subscribe(push: Data<Push>) -> HttpResponse {
