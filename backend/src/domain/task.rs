@@ -164,7 +164,7 @@ impl utoipa::PartialSchema for RecurrenceBody {
 impl ToSchema for RecurrenceBody {}
 
 /// An integer that JSON may also spell as an integral number (`5.0`): JSON Schema's `integer`.
-fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+pub fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
     Option::<serde_json::Number>::deserialize(deserializer)?
         .map(|n| {
             integer(&n).ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))

@@ -38,7 +38,8 @@ pub struct PreviewBody {
     pub timezone: Option<String>,
     /// How many dates, 1 to 20 (default 5).
     #[schema(minimum = 1, maximum = 20)]
-    pub limit: Option<usize>,
+    #[serde(default, deserialize_with = "crate::domain::task::integral")]
+    pub limit: Option<i64>,
 }
 
 /// The normalised recurrence and its next dates.
@@ -71,6 +72,7 @@ pub async fn preview(
     if !(1..=20).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 20"));
     }
+    let limit = limit as usize;
     let fields = TaskFields::from_body(TaskBody {
         title: Some("preview".into()),
         due_at: body.due_at,

@@ -11,7 +11,7 @@ use shared_events::ReminderDue;
 use taskflow_db::notifications;
 use taskflow_db::preferences::Channel;
 
-use crate::helpers::{error_body, spawn_app, TestApp};
+use crate::helpers::{error_body, fresh_database, settings, spawn_app, spawn_with, TestApp};
 
 const A: &str = "walk-alice";
 const B: &str = "walk-bob";
@@ -199,7 +199,11 @@ fn request(
 
 #[tokio::test]
 async fn no_route_lets_a_user_reach_another_users_data() {
-    let app = spawn_app().await;
+    // Every route on, the live stream included (test apps leave it off).
+    let mut s = settings(&fresh_database().await);
+    s.common.kafka_brokers = taskflow_test_support::kafka::topics().await;
+    s.stream.enabled = true;
+    let app = spawn_with(s).await;
     let doc: Value = serde_json::to_value(backend::openapi::document()).unwrap();
     let ops = operations(&doc);
     let user_ops: Vec<&Operation> = ops
