@@ -4,12 +4,11 @@
 //! exactly once, as with the Kafka consumer; garbage is DROPped to the dead-letter topic; while
 //! the database is away the answer is RETRY, then SUCCESS.
 
+mod common;
+
 use std::path::PathBuf;
 
-use chrono::Utc;
 use serde_json::{json, Value};
-use shared_events::envelope::REMINDER_DUE_TYPE;
-use shared_events::{CloudEvent, ReminderDue};
 use taskflow_test_support::dapr::{declared_subscriptions, Answer, DeliveryOptions, TestSidecar};
 use taskflow_test_support::db::{count, fresh_database};
 use taskflow_test_support::eventually;
@@ -69,25 +68,8 @@ impl Setup {
 
     /// Produce one reminder firing; returns its event id.
     async fn fire(&self, user: &str) -> Uuid {
-        let now = Utc::now();
-        let reminder = ReminderDue {
-            reminder_id: Uuid::now_v7(),
-            task_id: Uuid::now_v7(),
-            user_id: user.to_owned(),
-            title: format!("reminder for {user}"),
-            due_at: now,
-            remind_at: now,
-        };
-        let id = Uuid::now_v7();
-        let event = CloudEvent::new(
-            id,
-            REMINDER_DUE_TYPE,
-            reminder.task_id.to_string(),
-            now,
-            None,
-            &reminder,
-        );
-        self.send(&serde_json::to_vec(&event).unwrap()).await;
+        let (id, _, payload) = common::reminder_firing(user);
+        self.send(&payload).await;
         id
     }
 

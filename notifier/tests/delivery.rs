@@ -2,6 +2,8 @@
 //! broker) to a webhook receiver inside the test: signed, retried, recorded, dead-lettered,
 //! refused for internal addresses, and never notified twice for one firing across a crash.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -15,8 +17,6 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use shared_events::envelope::REMINDER_DUE_TYPE;
-use shared_events::{CloudEvent, ReminderDue};
 use taskflow_db::kv::PgKeyValueStore;
 use taskflow_db::preferences::{self, Channel, Preferences};
 use taskflow_db::DbPool;
@@ -209,30 +209,13 @@ impl Setup {
 
     /// Produce one reminder firing for `user`; returns its event id.
     async fn fire(&self, user: &str) -> Uuid {
-        let now = Utc::now();
-        let reminder = ReminderDue {
-            reminder_id: Uuid::now_v7(),
-            task_id: Uuid::now_v7(),
-            user_id: user.to_owned(),
-            title: format!("reminder for {user}"),
-            due_at: now,
-            remind_at: now,
-        };
-        let id = Uuid::now_v7();
-        let event = CloudEvent::new(
-            id,
-            REMINDER_DUE_TYPE,
-            reminder.task_id.to_string(),
-            now,
-            None,
-            &reminder,
-        );
+        let (id, key, payload) = common::reminder_firing(user);
         send(
             &producer(&self.brokers),
             &format!("{}reminders", self.prefix),
-            &reminder.task_id.to_string(),
+            &key,
             None,
-            &serde_json::to_vec(&event).unwrap(),
+            &payload,
         )
         .await;
         id

@@ -139,12 +139,6 @@ struct Seconds {
     s: f64,
 }
 
-fn durations(rows: &[Seconds]) -> Vec<Duration> {
-    rows.iter()
-        .map(|r| Duration::from_secs_f64(r.s.max(0.0)))
-        .collect()
-}
-
 impl Bench<'_> {
     pub(super) async fn workers(&mut self) -> anyhow::Result<()> {
         let bins = bin_dir()?;
@@ -201,15 +195,13 @@ impl Bench<'_> {
         }
         let elapsed = started.elapsed();
         self.occurrences_created("bench-q", count).await?;
-        let latencies = durations(
-            &self
-                .query::<Seconds>(
-                    "SELECT extract(epoch FROM n.created_at - p.completed_at)::float8 AS s \
+        let latencies = self
+            .durations(
+                "SELECT extract(epoch FROM n.created_at - p.completed_at)::float8 AS s \
                      FROM tasks p JOIN tasks n ON n.series_id = p.series_id AND n.occurrence = 2 \
                      WHERE p.user_id LIKE 'bench-q%' AND p.occurrence = 1",
-                )
-                .await?,
-        );
+            )
+            .await?;
         self.rows.push(Row::load(
             format!("PATCH /tasks/{{id}}/complete at a fixed {rate}/s"),
             0,
@@ -258,22 +250,18 @@ impl Bench<'_> {
             "in-app notifications delivered",
         )
         .await?;
-        let delivered = durations(
-            &self
-                .query::<Seconds>(
-                    "SELECT extract(epoch FROM delivered_at - remind_at)::float8 AS s \
+        let delivered = self
+            .durations(
+                "SELECT extract(epoch FROM delivered_at - remind_at)::float8 AS s \
                      FROM notifications WHERE user_id LIKE 'bench-n%'",
-                )
-                .await?,
-        );
-        let fired = durations(
-            &self
-                .query::<Seconds>(
-                    "SELECT extract(epoch FROM fired_at - remind_at)::float8 AS s \
+            )
+            .await?;
+        let fired = self
+            .durations(
+                "SELECT extract(epoch FROM fired_at - remind_at)::float8 AS s \
                      FROM reminders WHERE user_id LIKE 'bench-n%'",
-                )
-                .await?,
-        );
+            )
+            .await?;
         let mut sorted = fired.clone();
         sorted.sort_unstable();
         self.notes.push(format!(
@@ -430,6 +418,16 @@ impl Bench<'_> {
     ) -> anyhow::Result<Vec<T>> {
         let mut conn = self.pool.get().await?;
         Ok(diesel::sql_query(sql).load::<T>(&mut conn).await?)
+    }
+
+    /// `sql`'s column `s` (seconds) as durations.
+    async fn durations(&self, sql: &str) -> anyhow::Result<Vec<Duration>> {
+        Ok(self
+            .query::<Seconds>(sql)
+            .await?
+            .iter()
+            .map(|r| Duration::from_secs_f64(r.s.max(0.0)))
+            .collect())
     }
 
     async fn seconds(&self, sql: &str) -> anyhow::Result<f64> {

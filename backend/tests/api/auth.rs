@@ -277,14 +277,7 @@ async fn a_token_for_another_user_is_403_and_changes_nothing() {
         let body = error_body(res, 403).await;
         assert_eq!(body["error"]["code"], "forbidden", "{method} {path}");
     }
-    let fetched: Value = app
-        .as_user(USER, Method::GET, &format!("/api/{USER}/tasks/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched: Value = app.get_json(USER, &format!("/api/{USER}/tasks/{id}")).await;
     assert_eq!(fetched, task);
     assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 1);
     assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);
@@ -321,13 +314,8 @@ async fn another_users_task_id_is_404_like_a_missing_one() {
     }
     // Bob's task is untouched and only its create was recorded.
     let now: Value = app
-        .as_user("bob", Method::GET, &format!("/api/bob/tasks/{bobs_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("bob", &format!("/api/bob/tasks/{bobs_id}"))
+        .await;
     assert_eq!(now, bobs);
     assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 1);
     assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);

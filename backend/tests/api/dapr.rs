@@ -86,17 +86,8 @@ async fn deliveries_are_recorded_once_and_garbage_is_dropped() {
         );
     }
     let history: Value = app
-        .as_user(
-            "erin",
-            Method::GET,
-            &format!("/api/erin/tasks/{id}/history"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("erin", &format!("/api/erin/tasks/{id}/history"))
+        .await;
     let entries = history.as_array().unwrap();
     assert_eq!(
         entries.len(),
@@ -245,13 +236,8 @@ async fn preferences_behave(app: &TestApp) {
     let (status, _, body) = put_preferences(app, user, Some("\"garbage\""), "https://x.org/").await;
     assert_eq!(status, 412, "{body}");
     let got: Value = app
-        .as_user(user, Method::GET, &format!("/api/{user}/preferences"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(user, &format!("/api/{user}/preferences"))
+        .await;
     assert_eq!(got["webhook_url"], "https://example.org/b");
     // Writers racing over the same read: one wins, the others get 412.
     let racers = (0..4).map(|i| {
@@ -407,29 +393,32 @@ async fn a_missing_secret_stops_start_up_naming_it() {
         "taskflow-secrets",
         &[("DATABASE_URL", &url)],
     );
-    let (mut backend, _) = backend_with_dapr_secrets(&sidecar, "backend-dapr-missing-key");
-    let status = backend
-        .exit_within(Duration::from_secs(20), Instant::now())
-        .await;
-    assert!(!status.success());
-    let log = backend.log();
-    assert!(
-        log.contains("secret \"taskflow-secrets\" in Dapr secret store \"test-secrets\" has no key JWT_SECRET"),
-        "{log}"
-    );
+    start_up_fails_naming(
+        &sidecar,
+        "backend-dapr-missing-key",
+        "secret \"taskflow-secrets\" in Dapr secret store \"test-secrets\" has no key JWT_SECRET",
+    )
+    .await;
     // No such secret at all.
     let empty = TestSidecar::start(&brokers(), "kafka-pubsub").await;
     empty.put_secret("test-secrets", "other", &[]);
-    let (mut backend, _) = backend_with_dapr_secrets(&empty, "backend-dapr-no-secret");
+    start_up_fails_naming(
+        &empty,
+        "backend-dapr-no-secret",
+        "secret \"taskflow-secrets\" not found in Dapr secret store \"test-secrets\"",
+    )
+    .await;
+    sidecar.stop().await;
+    empty.stop().await;
+}
+
+/// The backend, started with its secrets from `sidecar`, stops with `message` in its log.
+async fn start_up_fails_naming(sidecar: &TestSidecar, name: &str, message: &str) {
+    let (mut backend, _) = backend_with_dapr_secrets(sidecar, name);
     let status = backend
         .exit_within(Duration::from_secs(20), Instant::now())
         .await;
     assert!(!status.success());
     let log = backend.log();
-    assert!(
-        log.contains("secret \"taskflow-secrets\" not found in Dapr secret store \"test-secrets\""),
-        "{log}"
-    );
-    sidecar.stop().await;
-    empty.stop().await;
+    assert!(log.contains(message), "{log}");
 }

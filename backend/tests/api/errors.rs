@@ -38,14 +38,7 @@ async fn task(app: &TestApp) -> (String, Value) {
 
 /// The task is exactly as it was and no event beyond its creation was written.
 async fn unchanged(app: &TestApp, id: &str, before: &Value) {
-    let now: Value = app
-        .as_user(USER, Method::GET, &format!("/api/{USER}/tasks/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now: Value = app.get_json(USER, &format!("/api/{USER}/tasks/{id}")).await;
     assert_eq!(&now, before);
     assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 1);
     // The create's two rows (task-events and task-updates) and nothing since.

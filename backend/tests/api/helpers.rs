@@ -67,6 +67,17 @@ impl TestApp {
             .bearer_auth(token(user))
     }
 
+    /// `GET path` as `user`: the JSON body, whatever the status.
+    pub async fn get_json(&self, user: &str, path: &str) -> Value {
+        self.as_user(user, Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn create(&self, user: &str, body: Value) -> Value {
         let res = self
             .as_user(user, Method::POST, &format!("/api/{user}/tasks"))

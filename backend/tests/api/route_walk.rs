@@ -88,14 +88,7 @@ async fn bobs_resources(app: &TestApp) -> BTreeMap<&'static str, String> {
             json!({"title": "bob's", "due_at": due, "reminder_minutes_before": 30, "recurrence": "daily", "tags": ["b"]}),
         )
         .await;
-    let reminders: Value = app
-        .as_user(B, Method::GET, &format!("/api/{B}/reminders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reminders: Value = app.get_json(B, &format!("/api/{B}/reminders")).await;
     let reminder = reminders["items"][0]["id"].as_str().expect("B's reminder");
     let mut conn = app.pool.get().await.unwrap();
     let now = chrono::Utc::now();
