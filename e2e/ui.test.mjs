@@ -120,12 +120,24 @@ test("a weekly task on Mon and Wed shows its badge and next dates", async () => 
   assert.equal(await c.locator(".rule").textContent(), "Every week on Monday and Wednesday");
   await c.getByText("Reminder 15 min before").waitFor();
   await c.locator(".due", { hasText: /^Due (Mon|\d+ \w+ \d{4}) 09:00$/ }).waitFor();
+  const asked = [];
+  const count = (req) => req.url().includes("/occurrences") && asked.push(req.url());
+  page.on("request", count);
   await c.locator("summary").click();
   await c.locator(".dates li").nth(4).waitFor();
   const dates = await c.locator(".dates li").allTextContents();
   assert.equal(dates.length, 5);
   assert.ok(dates.every((d) => /^(Mon|Wed)\b.*09:00$/.test(d)), dates.join(" | "));
   await shot("recurring-card");
+
+  // A change elsewhere re-renders every card through the stream; the open card keeps its dates
+  // (the same task version needs no second fetch).
+  await api("POST", "/tasks", { title: "Buy soil" });
+  await card("Buy soil").waitFor();
+  assert.equal(await c.locator("details").getAttribute("open"), "");
+  assert.deepEqual(await c.locator(".dates li").allTextContents(), dates);
+  page.off("request", count);
+  assert.equal(asked.length, 1, asked.join(" | "));
 });
 
 test("a task completed elsewhere is replaced by its next occurrence via the stream", async () => {

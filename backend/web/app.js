@@ -19,6 +19,9 @@ let tasks = [];
 let cursor = null;
 let loading = false;
 let firedReminders = new Map(); // task id -> fired reminder
+// Next dates by task id and version ({ texts, pending }): a live refresh re-renders every card,
+// and an open card must keep its dates rather than empty and refill them.
+const nextDates = new Map();
 let stopStream = null;
 let refreshTimer = 0;
 let openForm = null;
@@ -195,6 +198,8 @@ function recurrence(task, badge) {
   );
   const box = el("details", { className: `recurrence${badge.state ? " stopped" : ""}` }, summary);
   const dates = el("ul", { className: "dates" });
+  const known = nextDates.get(`${task.id}@${task.version}`)?.texts;
+  if (known) dates.replaceChildren(...known.map((text) => el("li", { textContent: text })));
   box.append(dates);
   box.addEventListener("toggle", () => {
     if (box.open && !dates.childElementCount) showNext(task, dates);
@@ -202,12 +207,34 @@ function recurrence(task, badge) {
   return box;
 }
 
+// One request per task version, shared by every card rendered while it is on its way.
+function occurrences(task) {
+  const key = `${task.id}@${task.version}`;
+  let entry = nextDates.get(key);
+  if (!entry) {
+    if (nextDates.size >= 500) nextDates.delete(nextDates.keys().next().value);
+    entry = { texts: null };
+    entry.pending = call(`${base()}/tasks/${task.id}/occurrences?limit=5`).then(
+      (page) => {
+        entry.texts = page.items.length
+          ? page.items.map((o) => dateText(o.due_at, task.timezone))
+          : ["No further dates: the series has ended."];
+        return entry.texts;
+      },
+      (e) => {
+        nextDates.delete(key); // a failure is not remembered: opening again retries
+        throw e;
+      },
+    );
+    nextDates.set(key, entry);
+  }
+  return entry.pending;
+}
+
 async function showNext(task, dates) {
   await guarded(async () => {
-    const page = await call(`${base()}/tasks/${task.id}/occurrences?limit=5`);
-    dates.replaceChildren(...(page.items.length
-      ? page.items.map((o) => el("li", { textContent: dateText(o.due_at, task.timezone) }))
-      : [el("li", { textContent: "No further dates: the series has ended." })]));
+    const texts = await occurrences(task);
+    dates.replaceChildren(...texts.map((text) => el("li", { textContent: text })));
   });
 }
 
