@@ -27,7 +27,7 @@ pub const TOPICS: [TopicSpec; 5] = [
     },
     TopicSpec {
         name: REMINDERS,
-        partitions: 1,
+        partitions: 3,
     },
     TopicSpec {
         name: TASK_UPDATES,

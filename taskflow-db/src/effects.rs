@@ -102,6 +102,17 @@ pub enum Handled {
     Ignored,
 }
 
+/// What [`handle_batch`] did with a batch, in delivery order.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// One entry per delivery that is finished: handled, or `Err(reason)` when it can never be
+    /// (dead-letter it). Safe to acknowledge, in order.
+    pub done: Vec<Result<Handled, String>>,
+    /// Why the delivery after the finished ones failed transiently; it and the rest are to be
+    /// tried again.
+    pub transient: Option<String>,
+}
+
 /// Run `handler` for `delivery` once per `(consumer, event id)`, in one transaction with the
 /// processed-event record. Only when this returns Ok is it safe to acknowledge the event.
 pub async fn handle_once(
@@ -110,19 +121,132 @@ pub async fn handle_once(
     handler: &dyn Handler,
     delivery: Delivery<'_>,
 ) -> Result<Handled, HandlerError> {
-    if !handler.wants(&delivery) {
-        return Ok(Handled::Ignored);
+    let mut outcome = handle_batch(pool, consumer, handler, &[delivery], &|| true).await;
+    match (outcome.done.pop(), outcome.transient) {
+        (Some(Ok(handled)), _) => Ok(handled),
+        (Some(Err(reason)), _) => Err(HandlerError::Permanent(reason)),
+        (None, reason) => Err(HandlerError::Transient(reason.unwrap_or_default())),
     }
-    let mut conn = pool
-        .get()
-        .await
-        .map_err(|e| HandlerError::Transient(format!("database: {e}")))?;
-    conn.transaction::<_, HandlerError, _>(async |conn| {
-        if !processed::first_time(conn, consumer, delivery.event.id).await? {
-            return Ok(Handled::Duplicate);
+}
+
+/// [`handle_once`] for consecutive deliveries of one partition, with one transaction for all of
+/// them: BEGIN, COMMIT and the commit's WAL flush are paid once per batch, not per event. When
+/// one fails, the transaction is rolled back and the ones before it are run again in a
+/// transaction of their own; after a permanent failure the batch goes on past it (it is not run
+/// again), after a transient one it stops there. `keep_going` is asked before each delivery
+/// after the first: once it says no, what is done commits and the rest is left undone.
+pub async fn handle_batch(
+    pool: &DbPool,
+    consumer: &str,
+    handler: &dyn Handler,
+    deliveries: &[Delivery<'_>],
+    keep_going: &(dyn Fn() -> bool + Sync),
+) -> BatchOutcome {
+    let wanted: Vec<bool> = deliveries.iter().map(|d| handler.wants(d)).collect();
+    let mut outcome = BatchOutcome::default();
+    if !wanted.contains(&true) {
+        outcome.done = vec![Ok(Handled::Ignored); deliveries.len()];
+        return outcome;
+    }
+    let mut conn = match pool.get().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            outcome.transient = Some(format!("database: {e}"));
+            return outcome;
         }
-        handler.handle(conn, delivery).await?;
-        Ok(Handled::Applied)
-    })
-    .await
+    };
+    let mut start = 0;
+    // The delivery known to fail and how: the next transaction stops before it.
+    let mut failed: Option<(usize, HandlerError)> = None;
+    while start < deliveries.len() {
+        let end = failed.as_ref().map_or(deliveries.len(), |(at, _)| *at);
+        if start < end {
+            let run = conn
+                .transaction::<_, Failed, _>(async |conn| {
+                    let mut done = Vec::with_capacity(end - start);
+                    for at in start..end {
+                        if at > start && !keep_going() {
+                            break;
+                        }
+                        done.push(if wanted[at] {
+                            record_and_handle(conn, consumer, handler, deliveries[at])
+                                .await
+                                .map_err(|error| Failed {
+                                    at: Some(at),
+                                    error,
+                                })?
+                        } else {
+                            Handled::Ignored
+                        });
+                    }
+                    Ok(done)
+                })
+                .await;
+            match run {
+                Ok(done) => {
+                    let cut = start + done.len() < end;
+                    start += done.len();
+                    outcome.done.extend(done.into_iter().map(Ok));
+                    if cut {
+                        return outcome;
+                    }
+                }
+                Err(Failed {
+                    at: Some(at),
+                    error,
+                }) => {
+                    failed = Some((at, error));
+                    continue;
+                }
+                Err(Failed {
+                    at: None,
+                    error: HandlerError::Transient(reason) | HandlerError::Permanent(reason),
+                }) => {
+                    outcome.transient = Some(reason);
+                    return outcome;
+                }
+            }
+        }
+        match failed.take() {
+            Some((_, HandlerError::Permanent(reason))) => {
+                outcome.done.push(Err(reason));
+                start += 1;
+            }
+            Some((_, HandlerError::Transient(reason))) => {
+                outcome.transient = Some(reason);
+                return outcome;
+            }
+            None => {}
+        }
+    }
+    outcome
+}
+
+/// Which delivery of a batch's transaction failed, and how.
+struct Failed {
+    /// None: BEGIN or COMMIT, the transaction as a whole.
+    at: Option<usize>,
+    error: HandlerError,
+}
+
+impl From<DieselError> for Failed {
+    fn from(e: DieselError) -> Self {
+        Failed {
+            at: None,
+            error: HandlerError::Transient(e.to_string()),
+        }
+    }
+}
+
+async fn record_and_handle(
+    conn: &mut AsyncPgConnection,
+    consumer: &str,
+    handler: &dyn Handler,
+    delivery: Delivery<'_>,
+) -> Result<Handled, HandlerError> {
+    if !processed::first_time(conn, consumer, delivery.event.id).await? {
+        return Ok(Handled::Duplicate);
+    }
+    handler.handle(conn, delivery).await?;
+    Ok(Handled::Applied)
 }

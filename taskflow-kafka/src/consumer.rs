@@ -1,8 +1,8 @@
 //! The consumer both workers run on. Each assigned partition is handled by its own task, in
-//! offset order, so one slow or failing key holds up only its partition. Every event goes
-//! through [`taskflow_db::effects::handle_once`] (effect and processed-event record in one
-//! transaction) and its offset is stored only after that committed; auto-commit ships stored
-//! offsets. A transient failure pauses the partition and retries it with capped backoff while
+//! offset order, so one slow or failing key holds up only its partition. The messages waiting
+//! in a partition go through [`taskflow_db::effects::handle_batch`] together (effects and
+//! processed-event records in one transaction) and their offsets are stored only after that
+//! committed; auto-commit ships stored offsets. A transient failure pauses the partition and retries it with capped backoff while
 //! the consumer keeps polling, so the member never exceeds `max.poll.interval.ms` and stays in
 //! its group. Undecodable and permanently failing messages go to `<topic>.dlq` with the reason.
 
@@ -25,7 +25,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 use shared_events::topics::dead_letter_topic;
 use shared_events::CloudEvent;
-use taskflow_db::effects::{handle_once, Delivery, Handled, Handler, HandlerError};
+use taskflow_db::effects::{handle_batch, Delivery, Handled, Handler};
 use taskflow_db::DbPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -57,6 +57,8 @@ pub struct ConsumerSettings {
     pub max_backoff: Duration,
     pub session_timeout: Duration,
     pub max_poll_interval: Duration,
+    /// At most this many waiting messages of a partition are handled in one transaction.
+    pub batch_size: usize,
 }
 
 impl ConsumerSettings {
@@ -71,6 +73,7 @@ impl ConsumerSettings {
             max_backoff: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
             max_poll_interval: Duration::from_secs(300),
+            batch_size: 100,
         }
     }
 
@@ -83,12 +86,18 @@ impl ConsumerSettings {
 }
 
 /// The `outcome` label values of `taskflow_consumer_messages_total`.
-pub const OUTCOMES: [&str; 4] = ["handled", "duplicate", "dead_lettered", "retried"];
+pub const OUTCOMES: [&str; 5] = [
+    "handled",
+    "duplicate",
+    "ignored",
+    "dead_lettered",
+    "retried",
+];
 
 /// The consumer's Prometheus metrics.
 #[derive(Clone)]
 pub struct ConsumerMetrics {
-    /// Messages by topic and outcome: handled, duplicate, dead_lettered, retried.
+    /// Messages by topic and outcome: handled, duplicate, ignored, dead_lettered, retried.
     pub messages: IntCounterVec,
     pub assigned: IntGauge,
     /// Partitions taken away by rebalances: stays 0 while nothing joins or leaves the group.
@@ -397,16 +406,27 @@ fn start_partition(shared: Arc<Shared>, previous: Option<JoinHandle<()>>) -> Par
         if let Some(previous) = previous {
             let _ = previous.await;
         }
+        let max = shared.settings.batch_size.max(1);
+        let mut batch = Vec::with_capacity(max);
         loop {
-            let message = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = stopped.wait_for(|stop| *stop) => break,
                 m = inbox.recv() => match m { Some(m) => m, None => break },
             };
-            if !process(&shared, &message, &task_state, &mut stopped).await {
+            // Whatever else has arrived goes into the same transaction; nothing waits for more.
+            batch.push(first);
+            while batch.len() < max {
+                match inbox.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            if !process(&shared, &batch, &task_state, &mut stopped).await {
                 break;
             }
-            task_state.queued.fetch_sub(1, Ordering::Relaxed);
+            task_state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            batch.clear();
         }
     });
     Partition {
@@ -453,77 +473,131 @@ fn flow_control(
     }
 }
 
-/// Handle one message; false when told to stop before its effect was durable.
+/// Handle consecutive messages of one partition, in order; false when told to stop before all
+/// their effects were durable. Undecodable messages are dead-lettered where they stand, so
+/// offsets are stored in order.
 async fn process(
     shared: &Shared,
-    m: &OwnedMessage,
+    batch: &[OwnedMessage],
     state: &PartitionState,
     stopped: &mut watch::Receiver<bool>,
 ) -> bool {
-    let topic = m
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let mut events = Vec::with_capacity(rest.len());
+        let mut undecodable = None;
+        for m in rest {
+            match CloudEvent::decode(m.payload()) {
+                Ok(decoded) => events.push(decoded),
+                Err(e) => {
+                    undecodable = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let (good, after) = rest.split_at(events.len());
+        if !handle(shared, good, &events, state, stopped).await {
+            return false;
+        }
+        if let Some(reason) = undecodable {
+            if !dead_letter(shared, &after[0], &reason, stopped).await {
+                return false;
+            }
+            rest = &after[1..];
+        } else {
+            rest = after;
+        }
+    }
+    true
+}
+
+/// Handle decoded messages in one transaction, retrying what failed transiently with capped
+/// backoff (the partition is paused meanwhile) and dead-lettering what failed permanently.
+async fn handle(
+    shared: &Shared,
+    messages: &[OwnedMessage],
+    events: &[(CloudEvent<serde_json::Value>, shared_events::EventData)],
+    state: &PartitionState,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(first) = messages.first() else {
+        return true;
+    };
+    let topic = first
         .topic()
         .strip_prefix(shared.settings.topic_prefix.as_str())
-        .unwrap_or(m.topic());
-    let (event, data) = match CloudEvent::decode(m.payload()) {
-        Ok(decoded) => decoded,
-        Err(e) => return dead_letter(shared, m, &e.to_string(), stopped).await,
-    };
+        .unwrap_or(first.topic());
+    let mut next = 0;
     let mut backoff = Duration::from_millis(100);
-    loop {
-        let delivery = Delivery {
-            event: &event,
-            data: &data,
-            topic,
-        };
-        let result = handle_once(
+    while next < messages.len() {
+        let deliveries: Vec<Delivery> = events[next..]
+            .iter()
+            .map(|(event, data)| Delivery { event, data, topic })
+            .collect();
+        // Told to stop: the event in hand finishes, the rest of the batch is redelivered.
+        let outcome = handle_batch(
             &shared.pool,
             &shared.settings.group_id,
             shared.handler.as_ref(),
-            delivery,
+            &deliveries,
+            &|| !*stopped.borrow(),
         )
         .await;
-        let outcome = match result {
-            Ok(Handled::Applied) => "handled",
-            Ok(Handled::Duplicate) => "duplicate",
-            Ok(Handled::Ignored) => "ignored",
-            Err(HandlerError::Permanent(reason)) => {
-                state.failing.store(false, Ordering::Relaxed);
-                return dead_letter(shared, m, &reason, stopped).await;
-            }
-            Err(HandlerError::Transient(reason)) => {
-                state.failing.store(true, Ordering::Relaxed);
-                shared
-                    .metrics
-                    .messages
-                    .with_label_values(&[topic, "retried"])
-                    .inc();
-                tracing::warn!(event = %event.id, partition = m.partition(), offset = m.offset(), %reason, ?backoff, "effect failed; partition paused, retrying");
-                tokio::select! {
-                    _ = stopped.wait_for(|stop| *stop) => return false,
-                    _ = tokio::time::sleep(backoff) => {}
+        if !outcome.done.is_empty() {
+            state.failing.store(false, Ordering::Relaxed);
+            backoff = Duration::from_millis(100);
+        }
+        for result in outcome.done {
+            let (m, (event, _)) = (&messages[next], &events[next]);
+            next += 1;
+            let outcome = match result {
+                Ok(Handled::Applied) => "handled",
+                Ok(Handled::Duplicate) => "duplicate",
+                Ok(Handled::Ignored) => "ignored",
+                Err(reason) => {
+                    if !dead_letter(shared, m, &reason, stopped).await {
+                        return false;
+                    }
+                    continue;
                 }
-                backoff = (backoff * 2).min(shared.settings.max_backoff);
-                continue;
+            };
+            shared
+                .metrics
+                .messages
+                .with_label_values(&[topic, outcome])
+                .inc();
+            let age = (Utc::now() - event.time)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
+            shared
+                .metrics
+                .processing
+                .with_label_values(&[topic])
+                .observe(age as f64 / 1e6);
+            store(shared, m);
+        }
+        let Some(reason) = outcome.transient else {
+            if next < messages.len() {
+                return false;
             }
+            break;
         };
-        state.failing.store(false, Ordering::Relaxed);
+        state.failing.store(true, Ordering::Relaxed);
         shared
             .metrics
             .messages
-            .with_label_values(&[topic, outcome])
+            .with_label_values(&[topic, "retried"])
             .inc();
-        let age = (Utc::now() - event.time)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0);
-        shared
-            .metrics
-            .processing
-            .with_label_values(&[topic])
-            .observe(age as f64 / 1e6);
-        store(shared, m);
-        return true;
+        let m = &messages[next];
+        tracing::warn!(event = %events[next].0.id, partition = m.partition(), offset = m.offset(), %reason, ?backoff, "effect failed; partition paused, retrying");
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(shared.settings.max_backoff);
     }
+    true
 }
 
 /// Copy the message to `<topic>.dlq` with the reason in headers, then move on.

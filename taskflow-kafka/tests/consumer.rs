@@ -103,6 +103,29 @@ async fn effects(pool: &DbPool, consumer: &str) -> Vec<Uuid> {
         .collect()
 }
 
+#[derive(QueryableByName)]
+struct Transaction {
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+}
+
+/// How many of `consumer`'s effects each transaction committed, in commit order.
+async fn effects_per_transaction(pool: &DbPool, consumer: &str) -> Vec<i64> {
+    let mut conn = pool.get().await.expect("connection");
+    // Rows written by one transaction share its id in `xmin`.
+    diesel::sql_query(
+        "SELECT count(*) AS events FROM effects WHERE consumer = $1 \
+         GROUP BY xmin::text ORDER BY min(seq)",
+    )
+    .bind::<Text, _>(consumer)
+    .load::<Transaction>(&mut conn)
+    .await
+    .expect("transactions")
+    .into_iter()
+    .map(|t| t.events)
+    .collect()
+}
+
 async fn processed_count(pool: &DbPool, consumer: &str) -> i64 {
     let mut conn = pool.get().await.expect("connection");
     diesel::sql_query("SELECT count(*) AS n FROM processed_events WHERE consumer = $1")
@@ -127,6 +150,8 @@ struct Recorder {
     rule: Rule,
     /// Fail this event's first attempt after its effect was written, before the commit.
     fail_after_effect: Option<Uuid>,
+    /// The very first call takes this long: what arrives meanwhile waits in the partition.
+    first_call_takes: Duration,
 }
 
 impl Recorder {
@@ -136,6 +161,7 @@ impl Recorder {
             calls: Mutex::new(Vec::new()),
             rule,
             fail_after_effect: None,
+            first_call_takes: Duration::ZERO,
         })
     }
 
@@ -161,6 +187,9 @@ impl Handler for Recorder {
                 calls.push(id);
                 calls.iter().filter(|c| **c == id).count()
             };
+            if attempt == 1 && self.calls.lock().unwrap().len() == 1 {
+                tokio::time::sleep(self.first_call_takes).await;
+            }
             if let Some(error) = (self.rule)(id, attempt) {
                 return Err(error);
             }
@@ -645,6 +674,58 @@ async fn a_permanent_error_is_dead_lettered_and_the_next_message_handled() {
     assert_eq!(header(m, "dlq_partition").as_deref(), Some("0"));
     assert_eq!(header(m, "dlq_offset").as_deref(), Some("0"));
     assert_eq!(header(m, "ce_id"), Some(x.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_messages_share_a_transaction_and_a_refused_one_is_not_run_twice() {
+    let fx = fixture(1).await;
+    let ids: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+    for id in &ids {
+        fx.send(&task_event(*id)).await;
+    }
+    let refused = ids[30];
+    let mut handler = Recorder::new(
+        &fx.group,
+        Box::new(move |id, _| (id == refused).then(|| HandlerError::Permanent("no".into()))),
+    );
+    Arc::get_mut(&mut handler).unwrap().first_call_takes = Duration::from_millis(1500);
+    let mut settings = settings(&fx.brokers, &fx.group, &fx.topic);
+    settings.batch_size = 20;
+    let running = start_with(settings, &fx.pool, handler.clone());
+    let want: Vec<Uuid> = ids.iter().copied().filter(|id| *id != refused).collect();
+    await_effects(&fx.pool, &fx.group, &want).await;
+
+    // The first batch is what had arrived when the partition started (its first event takes
+    // 1.5 s); by then the rest waits, so they go 20 at a time, and the refused one (offset 30)
+    // splits its batch in two.
+    let per_transaction = effects_per_transaction(&fx.pool, &fx.group).await;
+    let first = per_transaction[0] as usize;
+    assert!((1..=20).contains(&first), "{per_transaction:?}");
+    let mut want = vec![first as i64];
+    for start in (first..50).step_by(20) {
+        let end = (start + 20).min(50);
+        if (start..end).contains(&30) {
+            want.extend(
+                [30 - start, end - 31]
+                    .iter()
+                    .filter(|n| **n > 0)
+                    .map(|n| *n as i64),
+            );
+        } else {
+            want.push((end - start) as i64);
+        }
+    }
+    assert_eq!(per_transaction, want);
+    let calls = handler.calls();
+    assert_eq!(calls.iter().filter(|c| **c == refused).count(), 1);
+    assert_eq!(running.handled(), 49);
+    assert_eq!(running.dead_lettered(), 1);
+    running.stop().await;
+    assert_eq!(fx.committed().await, [50]);
+    assert_eq!(processed_count(&fx.pool, &fx.group).await, 49);
+    let dead = fx.dead_letters(1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "dlq_offset").as_deref(), Some("30"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! Dapr's app-facing contract, shared by every service that Dapr pushes to: the subscriptions an
 //! app lists on `GET /dapr/subscribe`, the `dapr-api-token` check of internal routes, and push
-//! deliveries run through [`handle_once`] (the very path the Kafka consumer takes) with their
-//! outcome answered as Dapr documents it: SUCCESS, RETRY or DROP in a 2xx body.
+//! deliveries run through [`handle_once`] (the Kafka consumer's batch path, one event at a
+//! time) with their outcome answered as Dapr documents it: SUCCESS, RETRY or DROP in a 2xx body.
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::http::StatusCode;
