@@ -28,10 +28,11 @@ use crate::metrics::Metrics;
 use crate::webhook::{DeadLetters, WebhookDelivery, WEBHOOK_JOB};
 
 /// The notifier's `DB_POOL_SIZE` default. A running webhook job holds its claiming connection and
-/// reads the preferences on a second one, as does the consumer's handler: with the default
-/// `WEBHOOK_CONCURRENCY` of 4 that is 2 x 4 + 2 + the queued gauge's, so the pool can never run
-/// dry with every holder waiting for a second connection.
-pub const DEFAULT_POOL_SIZE: usize = 12;
+/// reads the preferences on a second one, as does the consumer's transaction of each assigned
+/// partition: with the default `WEBHOOK_CONCURRENCY` of 4 and all 3 `reminders` partitions on
+/// one replica that is 2 x 4 + 2 x 3, plus the queued gauge's and one spare, so the pool never
+/// runs dry with every holder waiting for a second connection.
+pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// The webhook knobs (README configuration table).
 #[derive(Debug, Clone)]
