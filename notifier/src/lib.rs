@@ -28,11 +28,11 @@ use crate::metrics::Metrics;
 use crate::webhook::{DeadLetters, WebhookDelivery, WEBHOOK_JOB};
 
 /// The notifier's `DB_POOL_SIZE` default. A running webhook job holds its claiming connection and
-/// reads the preferences on a second one, as does the consumer's transaction of each assigned
-/// partition: with the default `WEBHOOK_CONCURRENCY` of 4 and all 3 `reminders` partitions on
-/// one replica that is 2 x 4 + 2 x 3, plus the queued gauge's and one spare, so the pool never
-/// runs dry with every holder waiting for a second connection.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+/// reads the preferences on a second one; the consumer's transaction of each assigned partition
+/// holds one (it reads the preferences on it): with the default `WEBHOOK_CONCURRENCY` of 4 and
+/// all 3 `reminders` partitions on one replica that is 2 x 4 + 3, plus the queued gauge's and
+/// one spare, so the pool never runs dry with every holder waiting for a second connection.
+pub const DEFAULT_POOL_SIZE: usize = 13;
 
 /// The webhook knobs (README configuration table).
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ impl Handler for ReminderHandler {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let reminder = delivery.reminder()?;
-            let prefs = preferences::load(self.store.as_ref(), &reminder.user_id)
+            let prefs = preferences::load_on(self.store.as_ref(), conn, &reminder.user_id)
                 .await
                 .map_err(|e| HandlerError::Transient(e.to_string()))?;
             let webhook = prefs.webhook().is_some();

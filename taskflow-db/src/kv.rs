@@ -37,6 +37,17 @@ pub struct Versioned {
 pub trait KeyValueStore: Send + Sync {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, KvError>>;
 
+    /// [`KeyValueStore::get`] for a caller holding a connection to the shared database: a store
+    /// in that database reads on it (inside the caller's transaction, no second connection);
+    /// any other store ignores it.
+    fn get_on<'a>(
+        &'a self,
+        _conn: &'a mut AsyncPgConnection,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Versioned>, KvError>> {
+        self.get(key)
+    }
+
     /// Write `value` if the key still has `etag`, or, with `None`, if it does not exist yet.
     fn put<'a>(
         &'a self,
@@ -66,19 +77,15 @@ impl PgKeyValueStore {
 
 impl KeyValueStore for PgKeyValueStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, KvError>> {
-        Box::pin(async move {
-            let mut conn = self.conn().await?;
-            let row: Option<(Value, i64)> = kv_store::table
-                .find(key)
-                .select((kv_store::value, kv_store::version))
-                .first(&mut conn)
-                .await
-                .optional()?;
-            Ok(row.map(|(value, version)| Versioned {
-                value,
-                etag: version.to_string(),
-            }))
-        })
+        Box::pin(async move { read(&mut *self.conn().await?, key).await })
+    }
+
+    fn get_on<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Versioned>, KvError>> {
+        Box::pin(read(conn, key))
     }
 
     fn put<'a>(
@@ -122,4 +129,17 @@ impl KeyValueStore for PgKeyValueStore {
             Ok(())
         })
     }
+}
+
+async fn read(conn: &mut AsyncPgConnection, key: &str) -> Result<Option<Versioned>, KvError> {
+    let row: Option<(Value, i64)> = kv_store::table
+        .find(key)
+        .select((kv_store::value, kv_store::version))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map(|(value, version)| Versioned {
+        value,
+        etag: version.to_string(),
+    }))
 }

@@ -1,8 +1,9 @@
 //! Per-user notification preferences, stored as one JSON value per user in a [`KeyValueStore`].
 
+use diesel_async::AsyncPgConnection;
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{KeyValueStore, KvError};
+use crate::kv::{KeyValueStore, KvError, Versioned};
 
 /// A delivery channel. `in_app` is the notification row itself and always on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,21 +62,34 @@ pub async fn load(store: &dyn KeyValueStore, user_id: &str) -> Result<Preference
     Ok(load_versioned(store, user_id).await?.0)
 }
 
+/// [`load`] by a caller in a transaction on the shared database ([`KeyValueStore::get_on`]).
+pub async fn load_on(
+    store: &dyn KeyValueStore,
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+) -> Result<Preferences, KvError> {
+    Ok(parse(store.get_on(conn, &key(user_id)).await?, user_id).0)
+}
+
 /// The user's preferences and the ETag to save them back with (None: never saved).
 pub async fn load_versioned(
     store: &dyn KeyValueStore,
     user_id: &str,
 ) -> Result<(Preferences, Option<String>), KvError> {
-    match store.get(&key(user_id)).await? {
+    Ok(parse(store.get(&key(user_id)).await?, user_id))
+}
+
+fn parse(stored: Option<Versioned>, user_id: &str) -> (Preferences, Option<String>) {
+    match stored {
         // A value this code cannot read is treated as never saved rather than failing forever.
-        Some(stored) => Ok((
+        Some(stored) => (
             serde_json::from_value(stored.value).unwrap_or_else(|e| {
                 tracing::error!(user = user_id, error = %e, "stored preferences are unreadable");
                 Preferences::default()
             }),
             Some(stored.etag),
-        )),
-        None => Ok((Preferences::default(), None)),
+        ),
+        None => (Preferences::default(), None),
     }
 }
 
