@@ -134,7 +134,7 @@ pub async fn create(
     };
     write_fields(&mut row, fields, ctx.now);
     let row = store::insert(conn, &row).await?;
-    reminders::sync_for_task(conn, &row).await?;
+    reminders::schedule_for_new_task(conn, &row).await?;
     record(conn, ctx, TaskEventType::Created, &row).await?;
     Ok(row)
 }

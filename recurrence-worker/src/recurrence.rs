@@ -164,7 +164,7 @@ pub async fn next_occurrence(
             else {
                 return Ok(Outcome::AlreadyCreated);
             };
-            reminders::sync_for_task(conn, &next).await?;
+            reminders::schedule_for_new_task(conn, &next).await?;
             outbox::record_task_change(
                 conn,
                 TaskEventType::Created,

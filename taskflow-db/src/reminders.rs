@@ -1,5 +1,5 @@
 //! Reminders of tasks. Every writer of a task calls [`sync_for_task`] in the transaction of its
-//! change, so a task with `due_at` and `reminder_minutes_before` has exactly one pending reminder
+//! change (one that has just inserted the task, [`schedule_for_new_task`]), so a task with `due_at` and `reminder_minutes_before` has exactly one pending reminder
 //! at `due_at - reminder_minutes_before`, and scheduling one queues a [`FIRE_JOB`] at its time.
 //! Firing ([`fire_due`]) claims due reminders with `FOR UPDATE SKIP LOCKED`, marks them fired and
 //! writes their `reminder.due` events in one transaction: one event per firing, however many
@@ -100,22 +100,43 @@ pub async fn sync_for_task(conn: &mut AsyncPgConnection, task: &TaskRow) -> Quer
         .optional()?;
     let id = match moved {
         Some(id) => id,
-        None => {
-            diesel::insert_into(reminders::table)
-                .values((
-                    reminders::id.eq(Uuid::now_v7()),
-                    reminders::task_id.eq(task.id),
-                    reminders::user_id.eq(&task.user_id),
-                    reminders::due_at.eq(due_at),
-                    reminders::scheduled_for.eq(at),
-                    reminders::remind_at.eq(at),
-                ))
-                .returning(reminders::id)
-                .get_result(conn)
-                .await?
-        }
+        None => insert_pending(conn, task, due_at, at).await?,
     };
     queue_fire(conn, id, at).await
+}
+
+/// [`sync_for_task`] for a task inserted by this very transaction: it has no reminder to keep,
+/// move or cancel, so a wanted one is inserted and nothing else is read or written (the create
+/// and the next occurrence save up to three statements).
+pub async fn schedule_for_new_task(
+    conn: &mut AsyncPgConnection,
+    task: &TaskRow,
+) -> QueryResult<()> {
+    let Some((due_at, at)) = wanted(task) else {
+        return Ok(());
+    };
+    let id = insert_pending(conn, task, due_at, at).await?;
+    queue_fire(conn, id, at).await
+}
+
+async fn insert_pending(
+    conn: &mut AsyncPgConnection,
+    task: &TaskRow,
+    due_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> QueryResult<Uuid> {
+    diesel::insert_into(reminders::table)
+        .values((
+            reminders::id.eq(Uuid::now_v7()),
+            reminders::task_id.eq(task.id),
+            reminders::user_id.eq(&task.user_id),
+            reminders::due_at.eq(due_at),
+            reminders::scheduled_for.eq(at),
+            reminders::remind_at.eq(at),
+        ))
+        .returning(reminders::id)
+        .get_result(conn)
+        .await
 }
 
 type OfTask = diesel::dsl::Filter<reminders::table, diesel::dsl::Eq<reminders::task_id, Uuid>>;
