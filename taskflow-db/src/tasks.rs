@@ -18,11 +18,17 @@ pub const COLUMNS: &str =
     due_at, timezone, reminder_minutes_before, recurrence, series_id, occurrence, version, \
     created_at, updated_at";
 
-/// A row of `tasks`.
+/// A row of `tasks`. `None` is inserted as NULL, never as `DEFAULT` (no nullable column has a
+/// default), so every insert has the same text and diesel caches its prepared statement.
 #[derive(
     Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable, AsChangeset,
 )]
-#[diesel(table_name = tasks, check_for_backend(Pg), treat_none_as_null = true)]
+#[diesel(
+    table_name = tasks,
+    check_for_backend(Pg),
+    treat_none_as_null = true,
+    treat_none_as_default_value = false
+)]
 pub struct TaskRow {
     pub id: Uuid,
     pub user_id: String,
