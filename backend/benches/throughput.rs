@@ -729,8 +729,8 @@ impl Bench<'_> {
     }
 
     /// Run `script` in pgbench against `url` with `protocol` as the API's driver speaks it for
-    /// that work: `prepared` for diesel's cached writes, `extended` (unnamed statements, planned
-    /// for their parameters) for `sql_query`, which diesel never caches.
+    /// that work: `prepared` for statements the connection keeps prepared, `extended` (planned
+    /// for their parameters each time) for the others.
     async fn pgbench(
         &self,
         url: &str,
@@ -981,10 +981,14 @@ impl Bench<'_> {
             let load = self
                 .wrk(&requests, LIST_CONCURRENCY, self.knobs.list_time)
                 .await?;
+            // As the API speaks it: a page without value filters is a statement kept prepared.
+            let kept = backend::listing::kept_prepared(
+                &ListQuery::parse(&query).map_err(|e| anyhow!("{query}: {e:?}"))?,
+            );
             let pg = self
                 .pgbench(
                     &self.database_url,
-                    "extended",
+                    if kept { "prepared" } else { "extended" },
                     &list_script(&query)?,
                     &[
                         ("user", LIST_USER.to_owned()),

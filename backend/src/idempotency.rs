@@ -7,6 +7,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use taskflow_db::prepared::Prepare;
 use taskflow_db::schema::idempotency_keys;
 
 /// A validated key plus the fingerprint of the request it came with.
@@ -97,6 +98,7 @@ pub async fn save(
     .bind::<Bytea, _>(&key.request_hash)
     .bind::<SmallInt, _>(status as i16)
     .bind::<Jsonb, _>(body)
+    .prepared()
     .execute(conn)
     .await?;
     Ok(written == 1)

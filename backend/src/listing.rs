@@ -4,6 +4,7 @@ use diesel::pg::Pg;
 use diesel::sql_types::{Array, BigInt, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use taskflow_db::prepared::Prepare;
 use taskflow_db::tasks::{TaskRow, COLUMNS};
 
 use crate::domain::list_query::{Cursor, ListQuery, SortKey, SortValue, Status};
@@ -44,7 +45,23 @@ pub async fn list(
         query = query.bind::<SqlUuid, _>(*id);
     }
     query = query.bind::<BigInt, _>(q.limit + 1);
-    query.load(conn).await
+    if kept_prepared(q) {
+        query.prepared().load(conn).await
+    } else {
+        query.load(conn).await
+    }
+}
+
+/// Whether the page's statement stays prepared on the connection: only without the filters that
+/// take values, so a connection keeps at most 96 list statements (3 statuses, overdue or not, 8
+/// orders, first page or later) however the filters are combined; a filtered page is parsed and
+/// planned each time, as is the search, which the planner should see with its words.
+pub fn kept_prepared(q: &ListQuery) -> bool {
+    q.priorities.is_empty()
+        && q.tags.is_empty()
+        && q.q.is_none()
+        && q.due_before.is_none()
+        && q.due_after.is_none()
 }
 
 /// The page's SQL with numbered placeholders, which [`list`] binds in this order: the user, each

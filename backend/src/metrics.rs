@@ -25,6 +25,9 @@ pub struct Metrics {
     pub outbox_oldest_age_seconds: IntGauge,
     pub outbox_published: IntCounterVec,
     pub outbox_publish_failures: IntCounterVec,
+    /// One relay transaction by phase: `claim` (lock and claim), `publish` (until the broker
+    /// acknowledged every row), `pass` (checkout to commit).
+    pub outbox_relay_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -74,6 +77,16 @@ impl Metrics {
             ),
             &["topic"],
         )?;
+        let outbox_relay_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "taskflow_outbox_relay_seconds",
+                "One relay pass that claimed rows, by phase (claim, publish, pass)",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["phase"],
+        )?;
         // Series exist from the start, so rates and alerts see zeros rather than nothing.
         for topic in shared_events::topics::OUTBOX_TOPICS {
             outbox_published.with_label_values(&[topic]);
@@ -86,6 +99,7 @@ impl Metrics {
         registry.register(Box::new(outbox_oldest_age_seconds.clone()))?;
         registry.register(Box::new(outbox_published.clone()))?;
         registry.register(Box::new(outbox_publish_failures.clone()))?;
+        registry.register(Box::new(outbox_relay_seconds.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -95,6 +109,7 @@ impl Metrics {
             outbox_oldest_age_seconds,
             outbox_published,
             outbox_publish_failures,
+            outbox_relay_seconds,
         })
     }
 

@@ -5,10 +5,13 @@ cmd_help() {
 	cat <<EOT
 Usage: ./dev COMMAND [ARGS]
 
-  up [--follow]     PostgreSQL and Kafka (Tansu) if needed, build, migrations, topics, then
+  up [--follow] [--release]
+                    PostgreSQL and Kafka (Tansu) if needed, build, migrations, topics, then
                     ${SERVICES[*]}
                     with the URLs, a bearer token and how long each step took; then wait.
                     Ctrl-C stops what it started. --follow also streams the service logs.
+                    --release builds and runs the release binaries (what you would deploy; what
+                    ./dev bench measures), to point your own load tool at.
   test [ARGS]       shellcheck, yamllint, actionlint, CRD checks and every executable
                     scripts/checks/* file, then PostgreSQL + Tansu and
                     cargo test --workspace --no-fail-fast ARGS (e.g. ./dev test -- --nocapture),

@@ -1,13 +1,16 @@
 # shellcheck shell=bash
-# ./dev up [--follow]: PostgreSQL, Kafka, build, migrations, topics, the services; then wait.
+# ./dev up [--follow] [--release]: PostgreSQL, Kafka, build, migrations, topics, the services;
+# then wait.
 
 FOLLOW_PID= # tail -F of the logs (--follow), stopped by cleanup
 
 cmd_up() {
 	local follow=0 arg t0 token logs
+	# shellcheck disable=SC2034 # BUILD_PROFILE is read by services_build
 	for arg in "$@"; do
 		case $arg in
 		-f | --follow) follow=1 ;;
+		--release) BUILD_PROFILE=release ;;
 		*) die "unknown option for up: $arg (see ./dev help)" ;;
 		esac
 	done

@@ -12,6 +12,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cargo/taskflow-target}
 	DEFAULT_JWT_SECRET=taskflow-dev-secret-change-me
 	READY_TIMEOUT=${DEV_READY_TIMEOUT:-60}
 	BIN_DIR=$CARGO_TARGET_DIR/debug
+	# `./dev up --release` sets it to release; services_build then points BIN_DIR there.
+	BUILD_PROFILE=debug
 }
 
 # Progress goes to stderr, so `./dev token` prints only the token. `|| true`: a closed

@@ -47,6 +47,10 @@ services_build() {
 	local name args=()
 	for name in "${SERVICES[@]}"; do args+=(--bin "${SVC_BIN[$name]}"); done
 	ensure_build_tools
+	if [[ $BUILD_PROFILE == release ]]; then
+		args+=(--release)
+		BIN_DIR=$CARGO_TARGET_DIR/release
+	fi
 	say "building: cargo build --workspace ${args[*]} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 	cargo build --workspace "${args[@]}" || die "cargo build failed"
 }

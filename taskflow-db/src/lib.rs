@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod pool;
 pub mod preferences;
+pub mod prepared;
 pub mod processed;
 pub mod reminders;
 pub mod schema;

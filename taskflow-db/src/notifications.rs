@@ -10,6 +10,7 @@ use shared_events::ReminderDue;
 use uuid::Uuid;
 
 use crate::preferences::Channel;
+use crate::prepared::Prepare;
 use crate::schema::{notification_deliveries as deliveries, notifications};
 
 pub const PENDING: &str = "pending";
@@ -84,6 +85,7 @@ pub async fn insert(
             .collect();
         diesel::insert_into(deliveries::table)
             .values(values)
+            .prepared()
             .execute(conn)
             .await?;
     }
@@ -117,6 +119,7 @@ pub async fn record_delivery(
             deliveries::last_error.eq(error),
             deliveries::delivered_at.eq((status == DELIVERED).then_some(now)),
         ))
+        .prepared()
         .execute(conn)
         .await?;
     let statuses: Vec<String> = deliveries::table
@@ -136,6 +139,7 @@ pub async fn record_delivery(
             notifications::status.eq(overall),
             notifications::delivered_at.eq((overall == DELIVERED).then_some(now)),
         ))
+        .prepared()
         .execute(conn)
         .await?;
     Ok(())

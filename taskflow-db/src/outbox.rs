@@ -9,6 +9,7 @@ use shared_events::topics::{REMINDERS, TASK_EVENTS, TASK_UPDATES};
 use shared_events::{CloudEvent, ReminderDue, TaskChanged, TaskEventType, TaskSnapshot};
 use uuid::Uuid;
 
+use crate::prepared::Prepare;
 use crate::schema::outbox;
 
 #[derive(Debug, Insertable)]
@@ -74,6 +75,7 @@ pub async fn record_task_change(
             NewMessage::new(TASK_EVENTS, key.clone(), &event)?,
             NewMessage::new(TASK_UPDATES, key, &notice)?,
         ])
+        .prepared()
         .execute(conn)
         .await?;
     Ok(event.id)
@@ -99,6 +101,7 @@ pub async fn record_reminder_due(
             reminder.task_id.to_string(),
             &event,
         )?)
+        .prepared()
         .execute(conn)
         .await?;
     Ok(event.id)

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::jobs::{self, JobError, JobHandler, JobRecord};
 use crate::outbox;
+use crate::prepared::Prepare;
 use crate::schema::reminders;
 use crate::tasks::TaskRow;
 
@@ -95,6 +96,7 @@ pub async fn sync_for_task(conn: &mut AsyncPgConnection, task: &TaskRow) -> Quer
             reminders::updated_at.eq(diesel::dsl::now),
         ))
         .returning(reminders::id)
+        .prepared()
         .get_result(conn)
         .await
         .optional()?;
@@ -135,6 +137,7 @@ async fn insert_pending(
             reminders::remind_at.eq(at),
         ))
         .returning(reminders::id)
+        .prepared()
         .get_result(conn)
         .await
 }
@@ -157,6 +160,7 @@ pub async fn cancel_for_task(conn: &mut AsyncPgConnection, task_id: Uuid) -> Que
             reminders::status.eq(ReminderStatus::Cancelled.as_str()),
             reminders::updated_at.eq(diesel::dsl::now),
         ))
+        .prepared()
         .execute(conn)
         .await?;
     Ok(())
@@ -206,6 +210,7 @@ pub async fn fire_due(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
              RETURNING r.id, r.task_id, r.user_id, t.title, r.due_at, r.remind_at",
         )
         .bind::<BigInt, _>(FIRE_BATCH)
+        .prepared()
         .load(conn)
         .await?;
         let now = Utc::now();
@@ -315,6 +320,7 @@ pub async fn snooze(
             reminders::updated_at.eq(diesel::dsl::now),
         ))
         .returning(ReminderRow::as_returning())
+        .prepared()
         .get_result(conn)
         .await?;
     queue_fire(conn, id, at).await?;

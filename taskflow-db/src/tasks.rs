@@ -10,6 +10,7 @@ use shared_events::recurrence::Recurrence;
 use shared_events::{Priority, TaskSnapshot};
 use uuid::Uuid;
 
+use crate::prepared::Prepare;
 use crate::schema::tasks;
 
 /// The columns of [`TaskRow`] for raw SQL (never `*`: the `search` tsvector stays in the database).
@@ -145,6 +146,7 @@ pub async fn save(conn: &mut AsyncPgConnection, row: &TaskRow) -> QueryResult<Ta
     diesel::update(tasks::table.find(row.id))
         .set(row)
         .returning(TaskRow::as_returning())
+        .prepared()
         .get_result(conn)
         .await
 }
@@ -187,6 +189,7 @@ pub async fn deactivate_series(
     .bind::<Text, _>(user_id)
     .bind::<SqlUuid, _>(series_id)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await
 }

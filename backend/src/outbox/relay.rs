@@ -12,6 +12,7 @@ use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::{FutureExt, StreamExt};
+use taskflow_db::prepared::Prepare;
 use taskflow_db::DbPool;
 use taskflow_kafka::publisher::{Outbound, PublishError, Publisher};
 use tokio::sync::watch;
@@ -114,6 +115,7 @@ impl Relay {
 
     /// Claim, publish and mark one batch, all in one transaction.
     pub async fn publish_batch(&self) -> anyhow::Result<Pass> {
+        let started = Instant::now();
         let mut conn = self.pool.get().await?;
         let conn: &mut AsyncPgConnection = &mut conn;
         let batch_size = self.settings.batch_size;
@@ -121,9 +123,10 @@ impl Relay {
         let prefix = self.topic_prefix.as_str();
         let metrics = self.metrics.clone();
         let max_backoff = self.settings.max_backoff.as_secs_f64();
-        conn.transaction::<_, anyhow::Error, _>(async |conn| {
+        let pass = conn.transaction::<_, anyhow::Error, _>(async |conn| {
             let Locked { locked } = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
                 .bind::<BigInt, _>(RELAY_LOCK)
+                .prepared()
                 .get_result(conn)
                 .await?;
             if !locked {
@@ -147,16 +150,27 @@ impl Relay {
                  ORDER BY seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
             )
             .bind::<BigInt, _>(batch_size)
+            .prepared()
             .load(conn)
             .await?;
             let claimed = rows.len();
+            if claimed == 0 {
+                return Ok(Pass::default());
+            }
+            let claim = started.elapsed();
             let outcome = publish_in_key_order(publisher.as_ref(), prefix, &rows).await;
+            let phase = |name: &str, seconds: f64| {
+                metrics.outbox_relay_seconds.with_label_values(&[name]).observe(seconds)
+            };
+            phase("claim", claim.as_secs_f64());
+            phase("publish", (started.elapsed() - claim).as_secs_f64());
             for row in rows.iter().filter(|r| outcome.sent.contains(&r.id)) {
                 metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
             }
             if !outcome.sent.is_empty() {
                 diesel::sql_query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
                     .bind::<diesel::sql_types::Array<SqlUuid>, _>(&outcome.sent)
+                    .prepared()
                     .execute(conn)
                     .await?;
             }
@@ -171,6 +185,7 @@ impl Relay {
                 .bind::<SqlUuid, _>(row.id)
                 .bind::<Text, _>(error.to_string())
                 .bind::<Double, _>(max_backoff)
+                .prepared()
                 .execute(conn)
                 .await?;
             }
@@ -181,7 +196,14 @@ impl Relay {
                 failure: <[_]>::first(&outcome.failed).map(|(_, e)| e.to_string()),
             })
         })
-        .await
+        .await?;
+        if pass.claimed > 0 {
+            self.metrics
+                .outbox_relay_seconds
+                .with_label_values(&["pass"])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(pass)
     }
 
     /// Publish until the outbox is empty, a publish fails, or another relay has the lock.
@@ -214,6 +236,7 @@ impl Relay {
                     coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds \
              FROM (SELECT created_at, next_attempt_at FROM outbox WHERE sent_at IS NULL ORDER BY seq) unsent",
         )
+        .prepared()
         .get_result(&mut conn)
         .await?;
         self.metrics.outbox_pending.set(backlog.pending);
@@ -252,6 +275,7 @@ impl Relay {
              ON CONFLICT (id) DO UPDATE SET armed = excluded.armed",
         )
         .bind::<diesel::sql_types::Bool, _>(armed)
+        .prepared()
         .execute(&mut conn)
         .await?;
         Ok(())

@@ -8,6 +8,7 @@ use diesel::sql_types::{Array, BigInt, Double, Integer, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::{JobRecord, RunnerError};
+use crate::prepared::Prepare;
 use crate::schema::jobs;
 
 const QUEUED: &str = "queued";
@@ -35,13 +36,17 @@ pub async fn enqueue(
             jobs::max_attempts.eq(max_attempts),
         ))
         .returning(jobs::id)
+        .prepared()
         .get_result(conn)
         .await?;
     let horizon = TimeDelta::from_std(NOTIFY_HORIZON).unwrap_or(TimeDelta::MAX);
     if run_at <= Utc::now() + horizon {
         // Without a payload PostgreSQL sends one notification per transaction however many
         // jobs it queued.
-        diesel::sql_query("NOTIFY jobs").execute(conn).await?;
+        diesel::sql_query("NOTIFY jobs")
+            .prepared()
+            .execute(conn)
+            .await?;
     }
     Ok(id)
 }
@@ -72,6 +77,7 @@ pub(super) async fn claim(
          ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
     .bind::<Array<Text>, _>(kinds)
+    .prepared()
     .get_result(conn)
     .await
     .optional()?;
@@ -100,6 +106,7 @@ pub(super) async fn retry(
     .bind::<Integer, _>(job.attempts)
     .bind::<Text, _>(error)
     .bind::<Double, _>(delay.as_secs_f64())
+    .prepared()
     .execute(conn)
     .await?;
     Ok(())
@@ -119,6 +126,7 @@ pub(super) async fn fail(
     .bind::<BigInt, _>(job.id)
     .bind::<Integer, _>(job.attempts)
     .bind::<Text, _>(error)
+    .prepared()
     .execute(conn)
     .await?;
     Ok(())
