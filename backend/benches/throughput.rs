@@ -856,6 +856,54 @@ impl Bench<'_> {
         Ok((status, value))
     }
 
+    /// The relay's phase histograms (`taskflow_outbox_relay_seconds`) from `/metrics`: per
+    /// phase, (sum of seconds, passes).
+    async fn relay_phases(&self) -> anyhow::Result<HashMap<String, (f64, f64)>> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let mut phases: HashMap<String, (f64, f64)> = HashMap::new();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Some((name, labels)) = series.split_once("{phase=\"") else {
+                continue;
+            };
+            let phase = labels.trim_end_matches("\"}").to_owned();
+            let value: f64 = value.parse()?;
+            match name {
+                "taskflow_outbox_relay_seconds_sum" => phases.entry(phase).or_default().0 = value,
+                "taskflow_outbox_relay_seconds_count" => phases.entry(phase).or_default().1 = value,
+                _ => {}
+            }
+        }
+        Ok(phases)
+    }
+
+    /// A note with the relay's mean phase times between two [`Bench::relay_phases`] readings.
+    fn relay_note(
+        what: &str,
+        before: &HashMap<String, (f64, f64)>,
+        after: &HashMap<String, (f64, f64)>,
+    ) -> String {
+        let mean = |phase: &str| {
+            let (s0, n0) = before.get(phase).copied().unwrap_or_default();
+            let (s1, n1) = after.get(phase).copied().unwrap_or_default();
+            ((s1 - s0) * 1000.0 / (n1 - n0).max(1.0), n1 - n0)
+        };
+        let (claim, _) = mean("claim");
+        let (publish, _) = mean("publish");
+        let (pass, passes) = mean("pass");
+        format!(
+            "relay during {what}: {passes} passes, mean {claim:.1} ms to claim, {publish:.1} ms to publish (until acknowledged), {pass:.1} ms in all (checkout to commit)"
+        )
+    }
+
     /// Create and update at each concurrency, each beside pgbench doing the same writes.
     async fn writes(&mut self, tokens: &[String]) -> anyhow::Result<()> {
         let vars = pgbench_vars(&self.pool).await?;
@@ -1022,6 +1070,7 @@ impl Bench<'_> {
         )?);
         let total = self.knobs.rate * self.knobs.event_time.as_secs() as usize;
         let consumer = consumer_at_end(&self.brokers).await?;
+        let phases_before = self.relay_phases().await?;
         let (stop, stopped) = watch::channel(false);
         let arrivals = tokio::spawn(collect_created(consumer, user.to_owned(), total, stopped));
         let mut ticks =
@@ -1085,6 +1134,12 @@ impl Bench<'_> {
         self.notes.push(format!(
             "events at {rate}/s: {} offsets handed to the bench consumer again by the broker's fetch path (ignored)",
             arrivals.redelivered
+        ));
+        let phases_after = self.relay_phases().await?;
+        self.notes.push(Self::relay_note(
+            &format!("events at {rate}/s"),
+            &phases_before,
+            &phases_after,
         ));
         self.rows.push(Row::load(
             format!("create response → `created` on Kafka at {rate}/s"),

@@ -18,7 +18,7 @@ use shared_events::topics::{REMINDERS, REMINDERS_DLQ};
 use taskflow_db::effects::{Delivery, Handler, HandlerError};
 use taskflow_db::jobs::{self, JobRunner, RunnerSettings};
 use taskflow_db::kv::KeyValueStore;
-use taskflow_db::notifications::{self, DELIVERED};
+use taskflow_db::notifications;
 use taskflow_db::preferences::{self, Channel};
 use taskflow_db::DbPool;
 use taskflow_runtime::config::{millis, parsed, shared, var, Secret};
@@ -112,7 +112,6 @@ impl Handler for ReminderHandler {
                 tracing::info!(event = %delivery.event.id, reminder = %reminder.reminder_id, "reminder firing already notified");
                 return Ok(());
             };
-            notifications::record_delivery(conn, n.id, Channel::InApp, DELIVERED, 1, None).await?;
             if webhook {
                 let payload = json!({ "notification_id": n.id });
                 jobs::enqueue(

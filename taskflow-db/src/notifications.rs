@@ -46,8 +46,10 @@ pub struct DeliveryRow {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-/// Record the notification of one reminder firing (`event_id`) with a pending delivery per
-/// channel; None when this firing already has one.
+/// Record the notification of one reminder firing (`event_id`) with a delivery per channel;
+/// None when this firing already has one. The in-app channel is this row itself, so its delivery
+/// is written as delivered (one attempt), and a notification with no other channel is delivered
+/// at once: three statements fewer per reminder than recording it afterwards.
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     event_id: Uuid,
@@ -55,8 +57,17 @@ pub async fn insert(
     reminder: &ReminderDue,
     channels: &[Channel],
 ) -> QueryResult<Option<NotificationRow>> {
+    let now = Utc::now();
+    let delivered_now = |c: &Channel| *c == Channel::InApp;
+    let status = if channels.iter().all(delivered_now) {
+        DELIVERED
+    } else {
+        PENDING
+    };
     let row: Option<NotificationRow> = diesel::insert_into(notifications::table)
         .values((
+            notifications::status.eq(status),
+            notifications::delivered_at.eq((status == DELIVERED).then_some(now)),
             notifications::id.eq(Uuid::now_v7()),
             notifications::event_id.eq(event_id),
             notifications::reminder_id.eq(reminder.reminder_id),
@@ -77,9 +88,13 @@ pub async fn insert(
         let values: Vec<_> = channels
             .iter()
             .map(|c| {
+                let delivered = delivered_now(c);
                 (
                     deliveries::notification_id.eq(row.id),
                     deliveries::channel.eq(c.as_str()),
+                    deliveries::status.eq(if delivered { DELIVERED } else { PENDING }),
+                    deliveries::attempts.eq(i32::from(delivered)),
+                    deliveries::delivered_at.eq(delivered.then_some(now)),
                 )
             })
             .collect();

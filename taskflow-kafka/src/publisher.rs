@@ -93,7 +93,9 @@ impl KafkaPublisher {
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("partitioner", "fnv1a_random")
-            .set("linger.ms", "5")
+            // The relay hands over a whole claimed batch at once, so waiting for more buys
+            // little batching; 5 ms was most of an idle relay pass (6.7 ms to acknowledgement).
+            .set("linger.ms", "1")
             .set(
                 "message.timeout.ms",
                 message_timeout.as_millis().to_string(),

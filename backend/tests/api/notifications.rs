@@ -86,7 +86,11 @@ async fn notifications_are_listed_and_marked_read() {
     let now = chrono::Utc::now();
     let mut conn = app.pool.get().await.unwrap();
     let mut ids = Vec::new();
-    for title in ["first", "second"] {
+    // In-app only: delivered at once; with a webhook too: pending until the webhook is.
+    for (title, channels) in [
+        ("first", &[Channel::InApp][..]),
+        ("second", &[Channel::InApp, Channel::Webhook][..]),
+    ] {
         let reminder = ReminderDue {
             reminder_id: uuid::Uuid::now_v7(),
             task_id: uuid::Uuid::now_v7(),
@@ -100,23 +104,13 @@ async fn notifications_are_listed_and_marked_read() {
             uuid::Uuid::now_v7(),
             &json!({}),
             &reminder,
-            &[Channel::InApp],
+            channels,
         )
         .await
         .unwrap()
         .unwrap();
         ids.push(n.id);
     }
-    notifications::record_delivery(
-        &mut conn,
-        ids[0],
-        Channel::InApp,
-        notifications::DELIVERED,
-        1,
-        None,
-    )
-    .await
-    .unwrap();
     let (status, page) = call(&app, Method::GET, "/notifications", None).await;
     assert_eq!(status, 200);
     let items = page["items"].as_array().unwrap();
