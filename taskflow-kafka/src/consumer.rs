@@ -59,6 +59,10 @@ pub struct ConsumerSettings {
     pub max_poll_interval: Duration,
     /// At most this many waiting messages of a partition are handled in one transaction.
     pub batch_size: usize,
+    /// librdkafka's `fetch.wait.max.ms`: how long the broker may hold a fetch that has no data.
+    /// Kafka answers as soon as data arrives, so this only sets the idle fetch rate; Tansu holds
+    /// every fetch for the whole wait, so there it is up to this much latency per event.
+    pub fetch_wait: Duration,
 }
 
 impl ConsumerSettings {
@@ -74,6 +78,7 @@ impl ConsumerSettings {
             session_timeout: Duration::from_secs(10),
             max_poll_interval: Duration::from_secs(300),
             batch_size: 100,
+            fetch_wait: Duration::from_millis(25),
         }
     }
 
@@ -287,9 +292,10 @@ impl EventConsumer {
                 settings.max_poll_interval.as_millis().to_string(),
             )
             .set("statistics.interval.ms", "5000")
-            // An idle fetch returns after at most this long: Tansu holds a fetch for the whole wait
-            // rather than answering when data arrives, so librdkafka's 500 ms would be the latency.
-            .set("fetch.wait.max.ms", "100")
+            .set(
+                "fetch.wait.max.ms",
+                settings.fetch_wait.as_millis().to_string(),
+            )
             .create_with_context(ConsumerEvents {
                 metrics: metrics.clone(),
                 revoked: Mutex::new(Vec::new()),

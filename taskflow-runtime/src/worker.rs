@@ -50,8 +50,8 @@ pub struct PushSettings {
 impl WorkerSettings {
     /// The shared settings plus `METRICS_ADDR` (default `0.0.0.0:<metrics_port>`),
     /// `KAFKA_GROUP_ID` (default `group`: lets tests run side by side on one broker),
-    /// `KAFKA_SESSION_TIMEOUT_MS` (10000), `KAFKA_MAX_POLL_INTERVAL_MS` (300000) and
-    /// `CONSUMER_BATCH_SIZE` (100).
+    /// `KAFKA_SESSION_TIMEOUT_MS` (10000), `KAFKA_MAX_POLL_INTERVAL_MS` (300000),
+    /// `KAFKA_FETCH_WAIT_MS` (25) and `CONSUMER_BATCH_SIZE` (100).
     pub fn from_env(
         secrets: &Secrets,
         group: &str,
@@ -67,6 +67,7 @@ impl WorkerSettings {
         consumer.max_poll_interval =
             millis("KAFKA_MAX_POLL_INTERVAL_MS", consumer.max_poll_interval)?;
         consumer.batch_size = parsed("CONSUMER_BATCH_SIZE", consumer.batch_size)?.max(1);
+        consumer.fetch_wait = millis("KAFKA_FETCH_WAIT_MS", consumer.fetch_wait)?;
         Ok(WorkerSettings {
             metrics_addr: parsed(
                 "METRICS_ADDR",
