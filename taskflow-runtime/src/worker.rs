@@ -51,7 +51,7 @@ impl WorkerSettings {
     /// The shared settings plus `METRICS_ADDR` (default `0.0.0.0:<metrics_port>`),
     /// `KAFKA_GROUP_ID` (default `group`: lets tests run side by side on one broker),
     /// `KAFKA_SESSION_TIMEOUT_MS` (10000), `KAFKA_MAX_POLL_INTERVAL_MS` (300000),
-    /// `KAFKA_FETCH_WAIT_MS` (25) and `CONSUMER_BATCH_SIZE` (100).
+    /// `KAFKA_FETCH_WAIT_MS` (100) and `CONSUMER_BATCH_SIZE` (100).
     pub fn from_env(
         secrets: &Secrets,
         group: &str,
