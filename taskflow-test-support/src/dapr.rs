@@ -498,7 +498,7 @@ impl TestSidecar {
 
 /// Every document of the YAML files directly in `dapr-components/`.
 fn components() -> Vec<Value> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dapr-components");
+    let dir = crate::workspace_root().join("dapr-components");
     let mut docs = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("dapr-components/") {
         let path = entry.unwrap().path();

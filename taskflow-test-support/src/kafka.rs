@@ -242,9 +242,7 @@ pub async fn group_members(brokers: &str, group: &str) -> usize {
 pub fn save_messages(name: &str, messages: &[Received]) {
     let dir = std::env::var_os("TASKFLOW_CLOUDEVENTS_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cloudevents")
-        });
+        .unwrap_or_else(|| crate::workspace_root().join("target/cloudevents"));
     std::fs::create_dir_all(&dir).expect("cloudevents folder");
     let saved: Vec<Value> = messages
         .iter()

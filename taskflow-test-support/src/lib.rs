@@ -8,9 +8,19 @@ pub mod kafka;
 pub mod process;
 pub mod proxy;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The checkout's root, from the running test's `CARGO_MANIFEST_DIR` (cargo sets it for every
+/// test binary it runs; every crate sits directly under the root). Read at run time, not with
+/// `env!`: test binaries in a target directory shared by several checkouts may have been built
+/// in another one, and would then read and write that checkout's files.
+pub fn workspace_root() -> PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    PathBuf::from(crate_dir).join("..")
+}
 
 /// For anything to happen (a group join, consuming a few hundred events).
 pub const PATIENCE: Duration = Duration::from_secs(30);

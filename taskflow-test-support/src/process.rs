@@ -185,7 +185,7 @@ impl Drop for Service {
 pub fn save_metrics(service: &str, body: &str) {
     let dir = std::env::var_os("TASKFLOW_METRICS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/metrics"));
+        .unwrap_or_else(|| crate::workspace_root().join("target/metrics"));
     std::fs::create_dir_all(&dir).expect("metrics dump folder");
     std::fs::write(dir.join(format!("{service}.txt")), body).expect("metrics dump");
 }
