@@ -14,6 +14,11 @@ use prometheus::{
 
 use taskflow_db::DbPool;
 
+/// Seconds, for request and relay latencies: 1 ms to 5 s.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 /// Every metric the backend exports, registered in its own registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -45,9 +50,7 @@ impl Metrics {
                 "taskflow_http_request_duration_seconds",
                 "HTTP request latency by route and status",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["method", "route", "status"],
         )?;
         let db_pool = IntGaugeVec::new(
@@ -82,9 +85,7 @@ impl Metrics {
                 "taskflow_outbox_relay_seconds",
                 "One relay pass that claimed rows, by phase (claim, publish, pass)",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["phase"],
         )?;
         // Series exist from the start, so rates and alerts see zeros rather than nothing.
