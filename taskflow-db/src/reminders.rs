@@ -1,6 +1,7 @@
 //! Reminders of tasks. Every writer of a task calls [`sync_for_task`] in the transaction of its
-//! change (one that has just inserted the task, [`schedule_for_new_task`]), so a task with `due_at` and `reminder_minutes_before` has exactly one pending reminder
-//! at `due_at - reminder_minutes_before`, and scheduling one queues a [`FIRE_JOB`] at its time.
+//! change (one that has just inserted the task, [`schedule_for_new_task`]), so a task with
+//! `due_at` and `reminder_minutes_before` has exactly one pending reminder at
+//! `due_at - reminder_minutes_before`, and scheduling one queues a [`FIRE_JOB`] at its time.
 //! Firing ([`fire_due`]) claims due reminders with `FOR UPDATE SKIP LOCKED`, marks them fired and
 //! writes their `reminder.due` events in one transaction: one event per firing, however many
 //! replicas scan at once.

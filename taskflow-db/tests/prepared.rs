@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use shared_events::TaskEventType;
 use taskflow_db::tasks::{self, TaskRow};
 use taskflow_db::{outbox, reminders};
-use taskflow_test_support::db::fresh_database;
+use taskflow_test_support::db::{count, fresh_database};
 use uuid::Uuid;
 
 #[derive(QueryableByName)]
@@ -121,28 +121,17 @@ async fn a_tasks_writes_are_prepared_once_per_connection() {
         );
     }
 
-    let (events, pending): (i64, i64) = (
-        diesel::sql_query("SELECT count(*) AS n FROM outbox")
-            .get_result::<Count>(&mut conn)
-            .await
-            .unwrap()
-            .n,
-        diesel::sql_query("SELECT count(*) AS n FROM reminders WHERE status = 'pending'")
-            .get_result::<Count>(&mut conn)
-            .await
-            .unwrap()
-            .n,
-    );
+    let pool = taskflow_db::pool(&url, 1).expect("pool");
+    let events = count(&pool, "SELECT count(*) AS n FROM outbox").await;
+    let pending = count(
+        &pool,
+        "SELECT count(*) AS n FROM reminders WHERE status = 'pending'",
+    )
+    .await;
     assert_eq!(
         events,
         3 * 3 * 2,
         "three tasks, three changes, two rows each"
     );
     assert_eq!(pending, 0, "every completed task's reminder is cancelled");
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
 }
