@@ -11,6 +11,9 @@ cmd_test() {
 	run_linters
 	ensure_infra
 	ensure_build_tools
+	# Tests that must stall a broker start one of their own from this binary.
+	TANSU_BIN=$(tansu_bin) || die "no tansu binary for the tests that run a broker of their own"
+	export TANSU_BIN
 	# What the tests leave for scripts/checks/* (metrics dumps, saved messages) must be this run's.
 	rm -rf target/metrics target/cloudevents
 	say "cargo test --workspace --no-fail-fast $* (DATABASE_URL=$DATABASE_URL KAFKA_BROKERS=$KAFKA_BROKERS KAFKA_ASSIGNMENT_STRATEGY=$KAFKA_ASSIGNMENT_STRATEGY)"

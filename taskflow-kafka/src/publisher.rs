@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use reqwest::StatusCode;
@@ -114,31 +114,50 @@ impl KafkaPublisher {
             .clone()
     }
 
-    /// An idempotent producer that hit a fatal error (its sequence state no longer matches the
-    /// broker's) refuses every later message: start a new one. What failed stays in the outbox
-    /// and is published again by the new producer.
-    fn replace_if_fatal(&self, failed: &FutureProducer) {
-        let Some((code, reason)) = failed.client().fatal_error() else {
+    /// Start a new producer when `failed` (the one that just failed with `error`) can publish no
+    /// more: an idempotent producer that hit a fatal error (its sequence state no longer matches
+    /// the broker's) refuses every later message, and one whose producer id the broker fences
+    /// is refused by the broker. What failed stays in the outbox and is published again by the
+    /// new producer, under a new producer id.
+    fn replace_if_broken(&self, failed: &FutureProducer, error: &KafkaError) {
+        let Some(why) = broken(failed, error) else {
             return;
         };
         let mut current = self
             .producer
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.client().fatal_error().is_none() {
+        if current.client().native_ptr() != failed.client().native_ptr() {
             return; // another publish already replaced it
         }
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
-                tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it");
+                tracing::warn!(%why, "Kafka producer can publish no more; replaced it");
                 let broken = std::mem::replace(&mut *current, fresh);
                 // Destroying a client waits on librdkafka's threads: not on the async runtime.
                 std::thread::spawn(move || drop(broken));
             }
             Err(e) => {
-                tracing::error!(error = %e, "Kafka producer hit a fatal error and could not be replaced")
+                tracing::error!(%why, error = %e, "Kafka producer can publish no more and could not be replaced")
             }
         }
+    }
+}
+
+/// Why `producer` can publish no more after `error`, if it cannot.
+///
+/// Fencing is not fatal to librdkafka: after a broker stall longer than `message.timeout.ms` it
+/// bumps the producer epoch, Tansu answers every later produce with PRODUCER_FENCED, and
+/// librdkafka bumps again, without end (seen: a relay stuck for good until restarted).
+fn broken(producer: &FutureProducer, error: &KafkaError) -> Option<String> {
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        return Some(format!("fatal error {code:?}: {reason}"));
+    }
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch) => {
+            Some(error.to_string())
+        }
+        _ => None,
     }
 }
 
@@ -153,7 +172,7 @@ impl Publisher for KafkaPublisher {
             match producer.send(record, Duration::from_secs(5)).await {
                 Ok(_) => Ok(()),
                 Err((e, _)) => {
-                    self.replace_if_fatal(&producer);
+                    self.replace_if_broken(&producer, &e);
                     Err(PublishError::Unavailable(format!("kafka: {e}")))
                 }
             }

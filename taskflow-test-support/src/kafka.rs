@@ -260,3 +260,71 @@ pub fn save_messages(name: &str, messages: &[Received]) {
     )
     .expect("save messages");
 }
+
+/// A Tansu of a test's own (memory engine, a free port), for what cannot be done to the shared
+/// broker: stalling it. The binary is `TANSU_BIN`, which `./dev test` sets. Killed on drop.
+pub struct OwnBroker {
+    child: std::process::Child,
+    pub brokers: String,
+}
+
+impl OwnBroker {
+    pub async fn start() -> OwnBroker {
+        let bin = std::env::var("TANSU_BIN")
+            .expect("TANSU_BIN: the tansu binary (./dev test sets it; see scripts/dev/kafka.sh)");
+        let port = crate::process::free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(&bin)
+            .args(["broker", "--cluster-id", "taskflow-own"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        let broker = OwnBroker {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + crate::PATIENCE;
+        while tokio::net::TcpStream::connect(&broker.brokers)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "{bin} did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        taskflow_kafka::admin::ensure_topics(&broker.brokers, &TOPICS, 1, "")
+            .await
+            .expect("topics on the test's own broker");
+        broker
+    }
+
+    /// SIGSTOP: the broker holds every connection and answers nothing, as a stalled host would.
+    pub fn pause(&self) {
+        assert!(self.signal("-STOP"), "SIGSTOP to the test's broker");
+    }
+
+    pub fn resume(&self) {
+        assert!(self.signal("-CONT"), "SIGCONT to the test's broker");
+    }
+
+    fn signal(&self, signal: &str) -> bool {
+        std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -830,6 +830,51 @@ async fn one_failing_key_holds_up_only_itself() {
     sidecar.stop().await;
 }
 
+/// A broker stalled past the publish timeout: librdkafka times the messages out and bumps its
+/// producer epoch, which Tansu then answers with PRODUCER_FENCED on every produce, and
+/// librdkafka bumps again, without end and without a fatal error (seen: a relay stuck for good,
+/// 160,000 rows behind). The relay must start a new producer and publish everything.
+#[tokio::test]
+async fn a_producer_fenced_after_a_broker_stall_is_replaced() {
+    let broker = taskflow_test_support::kafka::OwnBroker::start().await;
+    let app = relaying_app(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &broker.brokers,
+        None,
+    )
+    .await;
+    let mut ids = create_tasks(&app, "before", 1).await;
+    drained(&app).await;
+
+    broker.pause();
+    ids.extend(create_tasks(&app, "during", 10).await);
+    // Longer than the test relay's publish timeout (2 s), so messages in flight time out.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.resume();
+    ids.extend(create_tasks(&app, "after", 10).await);
+
+    // Drained: the broker has acknowledged every event, so the reader finds them all at once.
+    drained(&app).await;
+    let events = read(&broker.brokers, "task-events", ids.len(), ARRIVAL, |r| {
+        ids.contains(&task_id(r))
+    })
+    .await;
+    let tasks: HashSet<String> = events.iter().map(task_id).collect();
+    assert_eq!(tasks, ids, "every created event published");
+    // A message that timed out may have been stored all the same and is published again: the
+    // same CloudEvent, which consumers skip by its id. Nothing else is repeated.
+    let event_ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e.body["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        event_ids.len(),
+        ids.len(),
+        "one event per task, repeats keep its id"
+    );
+}
+
 /// An idempotent producer that hits a fatal error refuses every later message; the relay must
 /// replace it rather than fail forever. The mock cluster injects the error.
 #[tokio::test]
