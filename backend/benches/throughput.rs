@@ -91,18 +91,17 @@ const FETCH_WAIT_MS: &str = "10";
 /// How often pg_stat_activity is sampled while the API is loaded.
 const WAIT_SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
-/// pgbench: one create as the API writes it (the task, then its two outbox rows, one transaction).
+/// pgbench: one create as the API writes it (the task and its two outbox rows, one statement).
 const PGBENCH_CREATE: &str = "\\set u random(1, 100)
-BEGIN;
-INSERT INTO tasks (id, user_id, title, description, priority, tags, series_id, created_at, updated_at) VALUES (gen_random_uuid(), 'pgbench-' || :u, :title, :description, 2, '{t1,bench}', gen_random_uuid(), now(), now()) RETURNING *;
+WITH first AS (INSERT INTO tasks (id, user_id, title, description, priority, tags, series_id, created_at, updated_at) VALUES (gen_random_uuid(), 'pgbench-' || :u, :title, :description, 2, '{t1,bench}', gen_random_uuid(), now(), now())) \
 INSERT INTO outbox (id, topic, message_key, event_type, payload) VALUES (gen_random_uuid(), 'task-events', 'pgbench-' || :u, 'com.taskflow.task.created', :event), (gen_random_uuid(), 'task-updates', 'pgbench-' || :u, 'com.taskflow.task.changed', :notice);
-END;
 ";
-/// pgbench: one update as the API does it (lock the task, update it, two outbox rows).
+/// pgbench: one update as the API does it (lock the task, then update it and write its two
+/// outbox rows in one statement).
 const PGBENCH_UPDATE: &str = "\\set i random(1, 10000)
 BEGIN;
 SELECT version FROM tasks WHERE id = md5(CAST(:i AS text))::uuid FOR UPDATE;
-UPDATE tasks SET title = :title, priority = 3, version = version + 1, updated_at = now() WHERE id = md5(CAST(:i AS text))::uuid RETURNING *;
+WITH first AS (UPDATE tasks SET title = :title, priority = 3, version = version + 1, updated_at = now() WHERE id = md5(CAST(:i AS text))::uuid) \
 INSERT INTO outbox (id, topic, message_key, event_type, payload) VALUES (gen_random_uuid(), 'task-events', md5(CAST(:i AS text)), 'com.taskflow.task.updated', :event), (gen_random_uuid(), 'task-updates', md5(CAST(:i AS text)), 'com.taskflow.task.changed', :notice);
 END;
 ";
@@ -239,8 +238,18 @@ async fn bench() -> anyhow::Result<()> {
     let dropped = async {
         let mut conn = AsyncPgConnection::establish(admin.as_str()).await?;
         for db in [&name, &pg_name] {
-            // FORCE: the relay's LISTEN connection and the app's pool are still open.
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            // The relay's LISTEN connection and the app's pool are still open: end them (this
+            // role's). Not WITH (FORCE): PostgreSQL 15 refuses that while an autovacuum worker is
+            // in the database ("must be a member of the role whose process is being terminated"),
+            // where a plain DROP stops the worker itself and waits for the ended sessions.
+            diesel::sql_query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()",
+            )
+            .bind::<Text, _>(db.as_str())
+            .execute(&mut conn)
+            .await?;
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS {db}"))
                 .execute(&mut conn)
                 .await?;
         }
@@ -251,11 +260,12 @@ async fn bench() -> anyhow::Result<()> {
         eprintln!("bench: could not drop database {name} or {pg_name}: {e:#}");
     }
     outcome?;
+    dropped?;
     eprintln!(
         "bench: finished in {:.1} s; databases {name} and {pg_name} dropped",
         started.elapsed().as_secs_f64()
     );
-    dropped
+    Ok(())
 }
 
 #[derive(QueryableByName)]
@@ -1092,6 +1102,7 @@ impl Bench<'_> {
                 let status = response.status();
                 let body: Value = response.json().await?;
                 let returned = Instant::now();
+                let returned_at = chrono::Utc::now();
                 if status != StatusCode::CREATED {
                     bail!("create: {status}: {body}");
                 }
@@ -1099,7 +1110,7 @@ impl Bench<'_> {
                     .as_str()
                     .and_then(|s| Uuid::parse_str(s).ok())
                     .ok_or_else(|| anyhow!("no id in {body}"))?;
-                anyhow::Ok((id, returned, returned - t0))
+                anyhow::Ok((id, returned, returned - t0, returned_at))
             }));
         }
         let mut created = Vec::with_capacity(total);
@@ -1115,7 +1126,7 @@ impl Bench<'_> {
             }
         };
         let mut latencies = Vec::with_capacity(total);
-        for (id, returned, _) in &created {
+        for (id, returned, ..) in &created {
             let at = arrivals
                 .at
                 .get(id)
@@ -1129,6 +1140,7 @@ impl Bench<'_> {
             Load::from_latencies(total, elapsed, created.iter().map(|c| c.2).collect(), 0),
             None,
         ));
+        let acknowledged = self.acknowledged(user, &created).await?;
         let mut event = Load::from_latencies(total, elapsed, latencies, 0);
         event.errors = arrivals.duplicates as u64;
         self.notes.push(format!(
@@ -1149,12 +1161,57 @@ impl Bench<'_> {
             &phases_after,
         ));
         self.rows.push(Row::load(
-            format!("create response → `created` on Kafka at {rate}/s"),
+            format!("create response → `created` acknowledged by Kafka at {rate}/s"),
+            0,
+            Load::from_latencies(total, elapsed, acknowledged, 0),
+            None,
+        ));
+        self.rows.push(Row::load(
+            format!("create response → `created` read by a consumer at {rate}/s"),
             0,
             event,
             None,
         ));
         Ok(())
+    }
+
+    /// For each create, from its response to the broker's acknowledgement of its `created` event:
+    /// the relay stamps `sent_at` from the clock once every row of its batch is acknowledged, so
+    /// this is an upper bound. Zero when the event was on Kafka before the response arrived.
+    async fn acknowledged(
+        &self,
+        user: &str,
+        created: &[(Uuid, Instant, Duration, chrono::DateTime<chrono::Utc>)],
+    ) -> anyhow::Result<Vec<Duration>> {
+        #[derive(QueryableByName)]
+        struct Sent {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            id: Uuid,
+            #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+            sent_at: chrono::DateTime<chrono::Utc>,
+        }
+        let mut conn = self.pool.get().await?;
+        let sent: HashMap<Uuid, _> = diesel::sql_query(
+            "SELECT (payload->'data'->>'task_id')::uuid AS id, sent_at FROM outbox \
+             WHERE topic = $1 AND event_type = 'com.taskflow.task.created' \
+               AND payload->'data'->>'user_id' = $2 AND sent_at IS NOT NULL",
+        )
+        .bind::<Text, _>(TASK_EVENTS)
+        .bind::<Text, _>(user)
+        .load::<Sent>(&mut conn)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.sent_at))
+        .collect();
+        created
+            .iter()
+            .map(|(id, _, _, returned_at)| {
+                let at = sent
+                    .get(id)
+                    .ok_or_else(|| anyhow!("the created event of task {id} is not marked sent"))?;
+                Ok((*at - *returned_at).to_std().unwrap_or_default())
+            })
+            .collect()
     }
 
     /// The relay draining a backlog inserted in one transaction (copies of real rows, 1000 keys).

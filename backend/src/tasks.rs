@@ -107,35 +107,59 @@ async fn record(
     Ok(())
 }
 
+/// A task about to be created, built and checked before any I/O.
+pub struct NewTask(TaskRow);
+
+impl NewTask {
+    pub fn new(ctx: &Change<'_>, fields: TaskFields) -> NewTask {
+        let id = Uuid::now_v7();
+        let mut row = TaskRow {
+            id,
+            user_id: ctx.user_id.to_owned(),
+            title: String::new(),
+            description: None,
+            completed: false,
+            completed_at: None,
+            priority: 0,
+            tags: Vec::new(),
+            due_at: None,
+            timezone: String::new(),
+            reminder_minutes_before: None,
+            recurrence: None,
+            series_id: id,
+            occurrence: 1,
+            version: 1,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        write_fields(&mut row, fields, ctx.now);
+        // Nothing is read back after the insert: the response and the event are this row.
+        NewTask(row.as_stored())
+    }
+
+    /// Whether [`create`] is a single statement (no reminder to schedule), which is atomic
+    /// without a transaction of its own.
+    pub fn is_one_statement(&self) -> bool {
+        !reminders::wanted_for(&self.0)
+    }
+}
+
+/// Insert the task with its `created` event (one statement), then its reminder if it wants one.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     ctx: &Change<'_>,
-    fields: TaskFields,
+    NewTask(row): NewTask,
 ) -> Result<TaskRow, ApiError> {
-    let id = Uuid::now_v7();
-    let mut row = TaskRow {
-        id,
-        user_id: ctx.user_id.to_owned(),
-        title: String::new(),
-        description: None,
-        completed: false,
-        completed_at: None,
-        priority: 0,
-        tags: Vec::new(),
-        due_at: None,
-        timezone: String::new(),
-        reminder_minutes_before: None,
-        recurrence: None,
-        series_id: id,
-        occurrence: 1,
-        version: 1,
-        created_at: ctx.now,
-        updated_at: ctx.now,
-    };
-    write_fields(&mut row, fields, ctx.now);
-    let row = store::insert(conn, &row).await?;
+    outbox::write_with_task_change(
+        conn,
+        store::insert_statement(&row),
+        TaskEventType::Created,
+        &row.snapshot(),
+        ctx.traceparent,
+        ctx.now,
+    )
+    .await?;
     reminders::schedule_for_new_task(conn, &row).await?;
-    record(conn, ctx, TaskEventType::Created, &row).await?;
     Ok(row)
 }
 
@@ -178,9 +202,18 @@ pub async fn edit(
     write_fields(&mut row, next, ctx.now);
     row.version += 1;
     row.updated_at = ctx.now;
-    let row = store::save(conn, &row).await?;
+    // Nothing is read back: the response and the event are this row.
+    let row = row.as_stored();
+    outbox::write_with_task_change(
+        conn,
+        store::save_statement(&row),
+        event,
+        &row.snapshot(),
+        ctx.traceparent,
+        ctx.now,
+    )
+    .await?;
     reminders::sync_for_task(conn, &row).await?;
-    record(conn, ctx, event, &row).await?;
     Ok(row)
 }
 

@@ -2,6 +2,7 @@
 //! the diesel schema and every query more than one service runs: the task store, the outbox
 //! writer, the processed-events record of idempotent consumers, the job queue, reminders, notifications and the key-value store of preferences.
 
+pub mod cte;
 pub mod effects;
 pub mod history;
 pub mod jobs;

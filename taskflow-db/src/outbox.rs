@@ -2,13 +2,16 @@
 //! backend's relay publishes them afterwards.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::QueryFragment;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared_events::envelope::{REMINDER_DUE_TYPE, TASK_CHANGED_TYPE};
 use shared_events::topics::{REMINDERS, TASK_EVENTS, TASK_UPDATES};
 use shared_events::{CloudEvent, ReminderDue, TaskChanged, TaskEventType, TaskSnapshot};
 use uuid::Uuid;
 
+use crate::cte;
 use crate::prepared::Prepare;
 use crate::schema::outbox;
 
@@ -39,15 +42,15 @@ impl NewMessage {
     }
 }
 
-/// Record a task change: the full event on `task-events` and a small notice on `task-updates`,
-/// both keyed by the series id so one task's events keep their order.
-pub async fn record_task_change(
-    conn: &mut AsyncPgConnection,
+/// The messages of a task change: the full event on `task-events` and a small notice on
+/// `task-updates`, both keyed by the series id so one task's events keep their order. Returns the
+/// event's id with them.
+fn task_change(
     event_type: TaskEventType,
     task: &TaskSnapshot,
     traceparent: Option<&str>,
     now: DateTime<Utc>,
-) -> QueryResult<Uuid> {
+) -> QueryResult<(Uuid, Vec<NewMessage>)> {
     let key = task.series_id.to_string();
     let event = CloudEvent::for_task(
         Uuid::now_v7(),
@@ -70,15 +73,50 @@ pub async fn record_task_change(
             occurred_at: now,
         },
     );
+    let messages = vec![
+        NewMessage::new(TASK_EVENTS, key.clone(), &event)?,
+        NewMessage::new(TASK_UPDATES, key, &notice)?,
+    ];
+    Ok((event.id, messages))
+}
+
+/// Record a task change (see [`task_change`]) in the caller's transaction.
+pub async fn record_task_change(
+    conn: &mut AsyncPgConnection,
+    event_type: TaskEventType,
+    task: &TaskSnapshot,
+    traceparent: Option<&str>,
+    now: DateTime<Utc>,
+) -> QueryResult<Uuid> {
+    let (id, messages) = task_change(event_type, task, traceparent, now)?;
     diesel::insert_into(outbox::table)
-        .values(vec![
-            NewMessage::new(TASK_EVENTS, key.clone(), &event)?,
-            NewMessage::new(TASK_UPDATES, key, &notice)?,
-        ])
+        .values(messages)
         .prepared()
         .execute(conn)
         .await?;
-    Ok(event.id)
+    Ok(id)
+}
+
+/// Run `write`, the statement that makes the task change, and record the change, as one
+/// statement ([`crate::cte`]): atomic on its own, so outside a transaction it is the whole
+/// change in one round trip. `write` must have a bounded number of shapes (it stays prepared).
+pub async fn write_with_task_change<W>(
+    conn: &mut AsyncPgConnection,
+    write: W,
+    event_type: TaskEventType,
+    task: &TaskSnapshot,
+    traceparent: Option<&str>,
+    now: DateTime<Utc>,
+) -> QueryResult<Uuid>
+where
+    W: QueryFragment<Pg> + Send,
+{
+    let (id, messages) = task_change(event_type, task, traceparent, now)?;
+    cte::with_write(write, diesel::insert_into(outbox::table).values(messages))
+        .prepared()
+        .execute(conn)
+        .await?;
+    Ok(id)
 }
 
 /// Record that a reminder fired: `com.taskflow.reminder.due` on `reminders`, keyed by the task id.

@@ -71,6 +71,11 @@ fn wanted(task: &TaskRow) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     Some((due, due - TimeDelta::minutes(i64::from(minutes))))
 }
 
+/// Whether the task should have a reminder.
+pub fn wanted_for(task: &TaskRow) -> bool {
+    wanted(task).is_some()
+}
+
 /// Bring the task's reminder in line with the task, in the caller's transaction: schedule it,
 /// move it, or cancel it (completed, no due date or no offset). An edit that keeps the reminder's
 /// time leaves a fired or snoozed reminder alone. Call it after every write of the task.

@@ -1,11 +1,13 @@
 //! The task store: the queries on `tasks` that the API and the recurrence worker share. Every
 //! function takes the connection (or transaction) to run on.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::QueryFragment;
 use diesel::sql_types::{Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Deserialize;
 use shared_events::recurrence::Recurrence;
 use shared_events::{Priority, TaskSnapshot};
 use uuid::Uuid;
@@ -52,8 +54,8 @@ pub struct TaskRow {
 
 impl TaskRow {
     pub fn recurrence(&self) -> Option<Recurrence> {
-        let value = self.recurrence.clone()?;
-        serde_json::from_value(value)
+        // From the borrowed value: no copy of the JSON tree per read.
+        Recurrence::deserialize(self.recurrence.as_ref()?)
             .map_err(
                 |e| tracing::error!(task = %self.id, error = %e, "stored recurrence is unreadable"),
             )
@@ -82,6 +84,22 @@ impl TaskRow {
         }
     }
 
+    /// The row as PostgreSQL will store and return it: its times in whole microseconds, cut toward
+    /// 2000-01-01 as diesel binds them. A row built here and written without `RETURNING` then
+    /// equals what a later read gives, to the microsecond.
+    pub fn as_stored(mut self) -> TaskRow {
+        for at in [&mut self.created_at, &mut self.updated_at] {
+            *at = stored(*at);
+        }
+        for at in [&mut self.completed_at, &mut self.due_at]
+            .into_iter()
+            .flatten()
+        {
+            *at = stored(*at);
+        }
+        self
+    }
+
     /// The occurrence that follows this one in its series, due at `due_at`: the same content,
     /// zone, reminder offset and series recurrence, a new id, the next number, pending.
     pub fn next_occurrence(&self, due_at: DateTime<Utc>, now: DateTime<Utc>) -> TaskRow {
@@ -99,6 +117,15 @@ impl TaskRow {
     }
 }
 
+/// `at` at PostgreSQL's precision (see [`TaskRow::as_stored`]).
+fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
+    // diesel binds a timestamp as `(at - 2000-01-01).num_microseconds()`.
+    let epoch = DateTime::<Utc>::from_timestamp(946_684_800, 0).unwrap_or_default();
+    (at - epoch)
+        .num_microseconds()
+        .map_or(at, |micros| epoch + TimeDelta::microseconds(micros))
+}
+
 /// Insert an occurrence unless its series already has one with that number (the unique
 /// `(series_id, occurrence)` guard): None when it did.
 pub async fn insert_occurrence(
@@ -113,6 +140,13 @@ pub async fn insert_occurrence(
         .get_result(conn)
         .await
         .optional()
+}
+
+/// The INSERT of `row` alone, to run with its events as one statement
+/// ([`crate::outbox::write_with_task_change`]); `row` must be [`TaskRow::as_stored`], since
+/// nothing is read back.
+pub fn insert_statement(row: &TaskRow) -> impl QueryFragment<Pg> + Send + '_ {
+    diesel::insert_into(tasks::table).values(row)
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, row: &TaskRow) -> QueryResult<TaskRow> {
@@ -141,14 +175,10 @@ pub async fn find(
     }
 }
 
-/// Write every column of `row`.
-pub async fn save(conn: &mut AsyncPgConnection, row: &TaskRow) -> QueryResult<TaskRow> {
-    diesel::update(tasks::table.find(row.id))
-        .set(row)
-        .returning(TaskRow::as_returning())
-        .prepared()
-        .get_result(conn)
-        .await
+/// The UPDATE of every column of `row`, to run with its events as one statement
+/// ([`crate::outbox::write_with_task_change`]); `row` must be [`TaskRow::as_stored`].
+pub fn save_statement(row: &TaskRow) -> impl QueryFragment<Pg> + Send + '_ {
+    diesel::update(tasks::table.find(row.id)).set(row)
 }
 
 pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
@@ -192,4 +222,34 @@ pub async fn deactivate_series(
     .prepared()
     .load(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored;
+    use chrono::{DateTime, Utc};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// Whole microseconds, cut toward 2000-01-01 on both sides of it, as diesel binds them.
+    #[test]
+    fn stored_times_are_cut_to_microseconds_toward_2000() {
+        for (given, kept) in [
+            (
+                "2031-05-05T05:05:05.1234567Z",
+                "2031-05-05T05:05:05.123456Z",
+            ),
+            ("1999-12-31T23:59:59.9999995Z", "2000-01-01T00:00:00Z"),
+            (
+                "1970-01-01T00:00:00.0000019Z",
+                "1970-01-01T00:00:00.000002Z",
+            ),
+            ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+            ("2026-12-05T10:00:00.5Z", "2026-12-05T10:00:00.5Z"),
+        ] {
+            assert_eq!(stored(at(given)), at(kept), "{given}");
+        }
+    }
 }

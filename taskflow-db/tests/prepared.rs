@@ -1,11 +1,14 @@
 //! The statements of a task's life are prepared once per connection: the session's
 //! `pg_prepared_statements` holds each of them after the first run and nothing new after the
-//! next ones. diesel alone would parse and plan the UPDATEs, the two-row outbox insert and the
-//! raw SQL again on every run (and close them, so they would not be listed at all).
+//! next ones. diesel alone would parse and plan the UPDATEs, the task writes joined with their
+//! outbox rows and the raw SQL again on every run (and close them, so they would not be listed
+//! at all).
 
 use chrono::{TimeDelta, Utc};
+use diesel::pg::Pg;
+use diesel::query_builder::QueryFragment;
 use diesel::sql_types::Text;
-use diesel::QueryableByName;
+use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use shared_events::TaskEventType;
 use taskflow_db::tasks::{self, TaskRow};
@@ -56,38 +59,43 @@ fn new_task(user: &str) -> TaskRow {
     }
 }
 
+/// `write` with the change's events, as the API writes a change.
+async fn with_events(
+    conn: &mut AsyncPgConnection,
+    write: impl QueryFragment<Pg> + Send,
+    event: TaskEventType,
+    row: &TaskRow,
+) -> QueryResult<()> {
+    outbox::write_with_task_change(conn, write, event, &row.snapshot(), None, Utc::now())
+        .await
+        .map(drop)
+}
+
 /// Create a task with a reminder, move its due date, complete it: each write with its events
-/// and its reminder brought in line, one transaction each, as the API does.
+/// and its reminder brought in line, as the API writes them (here in one transaction).
 async fn life_of_a_task(conn: &mut AsyncPgConnection, user: &str) {
-    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        let created = tasks::insert(conn, &new_task(user)).await?;
-        reminders::schedule_for_new_task(conn, &created).await?;
-        outbox::record_task_change(
-            conn,
-            TaskEventType::Created,
-            &created.snapshot(),
-            None,
-            Utc::now(),
-        )
-        .await?;
-        // As stored: microseconds, where the new row had nanoseconds.
-        let mut row = created.clone();
-        for (event, completed) in [
-            (TaskEventType::Updated, false),
-            (TaskEventType::Completed, true),
-        ] {
-            row.due_at = row.due_at.map(|d| d + TimeDelta::hours(1));
-            row.completed = completed;
-            row.version += 1;
-            let saved = tasks::save(conn, &row).await?;
-            assert_eq!(saved, row, "the UPDATE wrote every column");
-            reminders::sync_for_task(conn, &saved).await?;
-            outbox::record_task_change(conn, event, &saved.snapshot(), None, Utc::now()).await?;
-        }
-        Ok(())
-    })
-    .await
-    .expect("a task's life");
+    let last = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let mut row = new_task(user).as_stored();
+            let insert = tasks::insert_statement(&row);
+            with_events(conn, insert, TaskEventType::Created, &row).await?;
+            reminders::schedule_for_new_task(conn, &row).await?;
+            for (event, completed) in [
+                (TaskEventType::Updated, false),
+                (TaskEventType::Completed, true),
+            ] {
+                row.due_at = row.due_at.map(|d| d + TimeDelta::hours(1));
+                row.completed = completed;
+                row.version += 1;
+                with_events(conn, tasks::save_statement(&row), event, &row).await?;
+                reminders::sync_for_task(conn, &row).await?;
+            }
+            Ok(row)
+        })
+        .await
+        .expect("a task's life");
+    let stored = tasks::find(conn, user, last.id, false).await.expect("read");
+    assert_eq!(stored, Some(last), "the UPDATEs wrote every column");
 }
 
 #[tokio::test]
@@ -98,8 +106,8 @@ async fn a_tasks_writes_are_prepared_once_per_connection() {
     life_of_a_task(&mut conn, "alice").await;
     let first = prepared(&mut conn).await;
     for prefix in [
-        r#"UPDATE "tasks" SET"#,
-        r#"INSERT INTO "outbox""#,
+        r#"WITH first AS (INSERT INTO "tasks""#,
+        r#"WITH first AS (UPDATE "tasks" SET"#,
         r#"UPDATE "reminders" SET "due_at""#,
         r#"UPDATE "reminders" SET "status""#,
         r#"INSERT INTO "reminders""#,

@@ -37,27 +37,33 @@ pub struct TaskView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl From<TaskRow> for TaskView {
+    /// By value: a list page moves its rows' strings into the views instead of copying them.
+    fn from(row: TaskRow) -> Self {
+        TaskView {
+            recurrence: row.recurrence().map(RecurrenceView::from),
+            priority: Priority::from_rank(row.priority).unwrap_or(Priority::None),
+            id: row.id,
+            user_id: row.user_id,
+            title: row.title,
+            description: row.description,
+            completed: row.completed,
+            completed_at: row.completed_at,
+            tags: row.tags,
+            due_at: row.due_at,
+            timezone: row.timezone,
+            reminder_minutes_before: row.reminder_minutes_before,
+            series_id: row.series_id,
+            occurrence: row.occurrence,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
 impl From<&TaskRow> for TaskView {
     fn from(row: &TaskRow) -> Self {
-        let task = row.snapshot();
-        TaskView {
-            id: task.id,
-            user_id: task.user_id,
-            title: task.title,
-            description: task.description,
-            completed: task.completed,
-            completed_at: task.completed_at,
-            priority: task.priority,
-            tags: task.tags,
-            due_at: task.due_at,
-            timezone: task.timezone,
-            reminder_minutes_before: task.reminder_minutes_before,
-            recurrence: task.recurrence.map(RecurrenceView::from),
-            series_id: task.series_id,
-            occurrence: task.occurrence,
-            version: task.version,
-            created_at: task.created_at,
-            updated_at: task.updated_at,
-        }
+        TaskView::from(row.clone())
     }
 }

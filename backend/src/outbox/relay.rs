@@ -168,7 +168,9 @@ impl Relay {
                 metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
             }
             if !outcome.sent.is_empty() {
-                diesel::sql_query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+                // The clock, not now() (this transaction's start, before the claim): every row
+                // here has been acknowledged by then, so sent_at is when it was on Kafka at latest.
+                diesel::sql_query("UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY($1)")
                     .bind::<diesel::sql_types::Array<SqlUuid>, _>(&outcome.sent)
                     .prepared()
                     .execute(conn)

@@ -100,6 +100,51 @@ async fn create_returns_201_location_and_the_full_task() {
     assert_eq!(app.outbox("task-updates").await.len(), 1);
 }
 
+/// A create reads nothing back (the task and its events are one statement): what it returns and
+/// publishes must still be what a read gives, to the microsecond, on either side of
+/// PostgreSQL's 2000-01-01 epoch, with and without a reminder (a transaction of its own).
+#[tokio::test]
+async fn a_created_task_reads_back_as_returned_to_the_microsecond() {
+    let app = spawn_app().await;
+    for (due, stored, reminder) in [
+        ("1999-12-31T23:59:59.9999995Z", "2000-01-01T00:00:00Z", None),
+        (
+            "1970-01-01T00:00:00.0000019Z",
+            "1970-01-01T00:00:00.000002Z",
+            Some(5),
+        ),
+        (
+            "2031-05-05T05:05:05.1234567Z",
+            "2031-05-05T05:05:05.123456Z",
+            None,
+        ),
+        (
+            "2031-05-05T05:05:05.1234567Z",
+            "2031-05-05T05:05:05.123456Z",
+            Some(5),
+        ),
+    ] {
+        let task = app
+            .create(
+                USER,
+                json!({"title": due, "due_at": due, "reminder_minutes_before": reminder}),
+            )
+            .await;
+        assert_eq!(task["due_at"], stored, "{due}");
+        let id = task["id"].as_str().unwrap();
+        let fetched = app.get_json(USER, &format!("/api/{USER}/tasks/{id}")).await;
+        assert_eq!(fetched, task, "{due}");
+        let events = app.outbox("task-events").await;
+        let (_, ce) = events.last().unwrap();
+        assert_eq!(ce["data"]["task"], task, "{due}");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM reminders").await,
+        2,
+        "the tasks with reminder_minutes_before have their reminder"
+    );
+}
+
 #[tokio::test]
 async fn patch_changes_only_given_fields_and_bumps_the_version() {
     let app = spawn_app().await;

@@ -11,6 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use shared_events::recurrence::{Recurrence, RecurrenceInput};
 use shared_events::{CloudEvent, TaskEventType, TaskSnapshot};
+use taskflow_db::prepared::Prepare;
 use taskflow_db::tasks::{self, TaskRow};
 use taskflow_db::DbPool;
 pub use taskflow_test_support::db::{count, fresh_database};
@@ -151,8 +152,13 @@ pub async fn complete(pool: &DbPool, row: &TaskRow) -> (Uuid, Vec<u8>) {
     done.completed_at = Some(now);
     done.version += 1;
     done.updated_at = now;
+    let done = done.as_stored();
     let mut conn = pool.get().await.expect("connection");
-    let done = tasks::save(&mut conn, &done).await.expect("save");
+    tasks::save_statement(&done)
+        .prepared()
+        .execute(&mut conn)
+        .await
+        .expect("save");
     let id = Uuid::now_v7();
     let event = CloudEvent::for_task(id, TaskEventType::Completed, done.snapshot(), now, None);
     (id, serde_json::to_vec(&event).unwrap())
