@@ -522,13 +522,18 @@ fn micros(field: Option<&str>) -> anyhow::Result<u64> {
 }
 
 /// pg_stat_activity sampled while a load runs: what the application's sessions were waiting on.
+/// Samples per (API or relay, state); with them, how many samples were taken.
+type StateCounts = HashMap<(String, String), usize>;
+
 struct WaitSampler {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<anyhow::Result<(StateCounts, usize)>>,
 }
 
 #[derive(QueryableByName)]
 struct Wait {
+    #[diesel(sql_type = Text)]
+    who: String,
     #[diesel(sql_type = Text)]
     v: String,
 }
@@ -540,9 +545,14 @@ impl WaitSampler {
         let task = tokio::spawn(async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
             let mut counts = HashMap::new();
+            let mut samples = 0usize;
             while !*stopped.borrow() {
+                samples += 1;
+                // By application_name: the API's pool and the relay's connection apart.
                 let waits: Vec<Wait> = diesel::sql_query(
-                    "SELECT CASE WHEN state = 'idle in transaction' THEN 'idle in transaction' \
+                    "SELECT CASE application_name WHEN 'taskflow-outbox-relay' THEN 'relay' \
+                                ELSE 'API' END AS who, \
+                            CASE WHEN state = 'idle in transaction' THEN 'idle in transaction' \
                             ELSE coalesce(wait_event_type || ':' || wait_event, 'CPU') END AS v \
                      FROM pg_stat_activity WHERE datname = current_database() \
                        AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
@@ -551,31 +561,49 @@ impl WaitSampler {
                 .load(&mut conn)
                 .await?;
                 for w in waits {
-                    *counts.entry(w.v).or_insert(0) += 1;
+                    *counts.entry((w.who, w.v)).or_insert(0) += 1;
                 }
                 tokio::select! {
                     _ = stopped.changed() => {}
                     _ = tokio::time::sleep(WAIT_SAMPLE_EVERY) => {}
                 }
             }
-            Ok(counts)
+            Ok((counts, samples))
         });
         WaitSampler { stop, task }
     }
 
-    /// The most frequent states, as shares of all samples of busy sessions.
+    /// For the API's sessions and the relay's, the most frequent states as shares of their
+    /// busy samples, and how many of them were busy on average.
     async fn finish(self) -> anyhow::Result<String> {
         let _ = self.stop.send(true);
-        let counts = self.task.await??;
-        let total: usize = counts.values().sum();
-        let mut counts: Vec<_> = counts.into_iter().collect();
-        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-        Ok(counts
-            .iter()
-            .take(4)
-            .map(|(what, n)| format!("{what} {:.0} %", 100.0 * *n as f64 / total.max(1) as f64))
-            .collect::<Vec<_>>()
-            .join(", "))
+        let (counts, samples) = self.task.await??;
+        let mut out = Vec::new();
+        for who in ["API", "relay"] {
+            let mut mine: Vec<_> = counts
+                .iter()
+                .filter(|((w, _), _)| w == who)
+                .map(|((_, what), n)| (what.as_str(), *n))
+                .collect();
+            let total: usize = mine.iter().map(|m| m.1).sum();
+            mine.sort_by_key(|m| std::cmp::Reverse(m.1));
+            let states = mine
+                .iter()
+                .take(4)
+                .map(|(what, n)| format!("{what} {:.0} %", 100.0 * *n as f64 / total.max(1) as f64))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(format!(
+                "{who} {:.1} busy on average ({})",
+                total as f64 / samples.max(1) as f64,
+                if states.is_empty() {
+                    "never busy".to_owned()
+                } else {
+                    states
+                }
+            ));
+        }
+        Ok(out.join("; "))
     }
 }
 
@@ -988,7 +1016,7 @@ impl Bench<'_> {
             .await
             .with_context(|| format!("pgbench for {what} c={c}"))?;
         self.notes.push(format!(
-            "{what} c={c}: the application's busy sessions were {waits}; the relay caught up {} after the load",
+            "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load",
             ms(caught_up)
         ));
         if load.errors > 0 {

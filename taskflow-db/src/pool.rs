@@ -11,6 +11,20 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 pub type DbPool = Pool<AsyncPgConnection>;
 
+/// `database_url` with `application_name` set to `application` (unless it sets one already), so
+/// that `pg_stat_activity` tells the services' sessions apart. A URL that does not parse is
+/// returned as it is.
+pub fn named(database_url: &str, application: &str) -> String {
+    match url::Url::parse(database_url) {
+        Ok(mut url) if !url.query_pairs().any(|(k, _)| k == "application_name") => {
+            url.query_pairs_mut()
+                .append_pair("application_name", application);
+            url.into()
+        }
+        _ => database_url.to_owned(),
+    }
+}
+
 /// A pool of at most `size` connections, opened lazily; waits for a connection at most 5 s.
 ///
 /// A connection goes back into use unchecked, as long as it is open and has no transaction left

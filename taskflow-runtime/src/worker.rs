@@ -179,7 +179,10 @@ pub async fn run<H: Handler + 'static>(
     // Before anything slow: a SIGTERM during start-up then stops the worker cleanly.
     let shutdown = shutdown_signal();
     let pool = taskflow_db::pool(
-        settings.common.database_url.expose(),
+        &taskflow_db::pool::named(
+            settings.common.database_url.expose(),
+            &format!("taskflow-{name}"),
+        ),
         settings.common.db_pool_size,
     )?;
     let registry = telemetry::registry()?;
