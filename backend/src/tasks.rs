@@ -4,6 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use diesel::pg::Pg;
+use diesel::query_builder::QueryFragment;
 use diesel_async::AsyncPgConnection;
 use shared_events::{Priority, TaskEventType};
 use uuid::Uuid;
@@ -107,6 +109,19 @@ async fn record(
     Ok(())
 }
 
+/// [`record`] joined with `write`, the statement that makes the change: one statement.
+async fn write_and_record(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    write: impl QueryFragment<Pg> + Send,
+    event: TaskEventType,
+    row: &TaskRow,
+) -> Result<(), ApiError> {
+    let (traceparent, now) = (ctx.traceparent, ctx.now);
+    outbox::write_with_task_change(conn, write, event, &row.snapshot(), traceparent, now).await?;
+    Ok(())
+}
+
 /// A task about to be created, built and checked before any I/O.
 pub struct NewTask(TaskRow);
 
@@ -150,15 +165,8 @@ pub async fn create(
     ctx: &Change<'_>,
     NewTask(row): NewTask,
 ) -> Result<TaskRow, ApiError> {
-    outbox::write_with_task_change(
-        conn,
-        store::insert_statement(&row),
-        TaskEventType::Created,
-        &row.snapshot(),
-        ctx.traceparent,
-        ctx.now,
-    )
-    .await?;
+    let insert = store::insert_statement(&row);
+    write_and_record(conn, ctx, insert, TaskEventType::Created, &row).await?;
     reminders::schedule_for_new_task(conn, &row).await?;
     Ok(row)
 }
@@ -204,15 +212,7 @@ pub async fn edit(
     row.updated_at = ctx.now;
     // Nothing is read back: the response and the event are this row.
     let row = row.as_stored();
-    outbox::write_with_task_change(
-        conn,
-        store::save_statement(&row),
-        event,
-        &row.snapshot(),
-        ctx.traceparent,
-        ctx.now,
-    )
-    .await?;
+    write_and_record(conn, ctx, store::save_statement(&row), event, &row).await?;
     reminders::sync_for_task(conn, &row).await?;
     Ok(row)
 }

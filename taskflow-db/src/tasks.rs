@@ -149,14 +149,6 @@ pub fn insert_statement(row: &TaskRow) -> impl QueryFragment<Pg> + Send + '_ {
     diesel::insert_into(tasks::table).values(row)
 }
 
-pub async fn insert(conn: &mut AsyncPgConnection, row: &TaskRow) -> QueryResult<TaskRow> {
-    diesel::insert_into(tasks::table)
-        .values(row)
-        .returning(TaskRow::as_returning())
-        .get_result(conn)
-        .await
-}
-
 /// The user's task, optionally locked for the rest of the transaction.
 pub async fn find(
     conn: &mut AsyncPgConnection,

@@ -139,8 +139,14 @@ pub async fn recurring_task(
         created_at: now,
         updated_at: now,
     };
+    let row = row.as_stored();
     let mut conn = pool.get().await.expect("connection");
-    tasks::insert(&mut conn, &row).await.expect("insert task")
+    tasks::insert_statement(&row)
+        .prepared()
+        .execute(&mut conn)
+        .await
+        .expect("insert task");
+    row
 }
 
 /// Complete `row` as the API does (the stored row and its `completed` event); returns the event
