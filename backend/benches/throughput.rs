@@ -231,7 +231,17 @@ async fn bench() -> anyhow::Result<()> {
     let outcome = async {
         let url = create_database(admin.as_str(), &name, None).await?;
         let pg_url = create_database(admin.as_str(), &pg_name, None).await?;
-        run(&url, &pg_url, &brokers, &knobs, &tools, &server, started).await
+        // Topics of this run alone, named after its database: the workers' groups read them from
+        // the start, and a broker left running keeps earlier runs' events (their reminders would
+        // count as this run's).
+        let topic_prefix = format!("{name}.");
+        let run_on = RunOn {
+            database_url: &url,
+            pg_url: &pg_url,
+            brokers: &brokers,
+            topic_prefix: &topic_prefix,
+        };
+        run(&run_on, &knobs, &tools, &server, started).await
     }
     .await;
 
@@ -294,31 +304,44 @@ async fn server_facts(conn: &mut AsyncPgConnection) -> anyhow::Result<ServerFact
     })
 }
 
-fn settings(database_url: &str, brokers: &str) -> Settings {
+fn settings(database_url: &str, brokers: &str, topic_prefix: &str) -> Settings {
     let mut s = Settings::local(database_url, SECRET);
     s.common.db_pool_size = DB_POOL_SIZE;
     s.common.kafka_brokers = brokers.to_owned();
+    s.common.topic_prefix = topic_prefix.to_owned();
     s.events.max_backoff = Duration::from_secs(2);
     s.events.publish_timeout = Duration::from_secs(5);
     s
 }
 
+/// Where a run writes: the application's database, pgbench's, the broker and the run's topics.
+struct RunOn<'a> {
+    database_url: &'a str,
+    pg_url: &'a str,
+    brokers: &'a str,
+    topic_prefix: &'a str,
+}
+
 /// Everything between creating and dropping the databases.
 async fn run(
-    database_url: &str,
-    pg_url: &str,
-    brokers: &str,
+    on: &RunOn<'_>,
     knobs: &Knobs,
     tools: &Tools,
     server: &ServerFacts,
     started: Instant,
 ) -> anyhow::Result<()> {
+    let RunOn {
+        database_url,
+        pg_url,
+        brokers,
+        topic_prefix,
+    } = *on;
     let pool = taskflow_db::pool(database_url, 2)?;
-    taskflow_kafka::admin::ensure_topics(brokers, &TOPICS, 1, "")
+    taskflow_kafka::admin::ensure_topics(brokers, &TOPICS, 1, topic_prefix)
         .await
         .context("creating the topics (is KAFKA_BROKERS reachable?)")?;
 
-    let app = Application::build(&settings(database_url, brokers))
+    let app = Application::build(&settings(database_url, brokers, topic_prefix))
         .await
         .context("building the application")?;
     let bench = Bench {
@@ -326,6 +349,7 @@ async fn run(
         database_url: database_url.to_owned(),
         pg_url: pg_url.to_owned(),
         brokers: brokers.to_owned(),
+        topic_prefix: topic_prefix.to_owned(),
         pool: pool.clone(),
         tools,
         knobs,
@@ -548,11 +572,14 @@ impl WaitSampler {
             let mut samples = 0usize;
             while !*stopped.borrow() {
                 samples += 1;
-                // By application_name: the API's pool and the relay's connection apart.
+                // By application_name: the API's pool and the relay's connection apart, and
+                // anything else (the bench's own pool) not counted as the API's.
                 let waits: Vec<Wait> = diesel::sql_query(
                     "SELECT CASE application_name WHEN 'taskflow-outbox-relay' THEN 'relay' \
-                                ELSE 'API' END AS who, \
-                            CASE WHEN state = 'idle in transaction' THEN 'idle in transaction' \
+                                WHEN 'taskflow-backend' THEN 'API' ELSE 'other' END AS who, \
+                            CASE WHEN state = 'idle in transaction' \
+                                 THEN 'idle in transaction after ' || \
+                                      left(regexp_replace(query, '\\s+', ' ', 'g'), 24) \
                             ELSE coalesce(wait_event_type || ':' || wait_event, 'CPU') END AS v \
                      FROM pg_stat_activity WHERE datname = current_database() \
                        AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
@@ -579,13 +606,16 @@ impl WaitSampler {
         let _ = self.stop.send(true);
         let (counts, samples) = self.task.await??;
         let mut out = Vec::new();
-        for who in ["API", "relay"] {
+        for who in ["API", "relay", "other"] {
             let mut mine: Vec<_> = counts
                 .iter()
                 .filter(|((w, _), _)| w == who)
                 .map(|((_, what), n)| (what.as_str(), *n))
                 .collect();
             let total: usize = mine.iter().map(|m| m.1).sum();
+            if who == "other" && total == 0 {
+                continue;
+            }
             mine.sort_by_key(|m| std::cmp::Reverse(m.1));
             let states = mine
                 .iter()
@@ -690,6 +720,8 @@ struct Bench<'a> {
     database_url: String,
     pg_url: String,
     brokers: String,
+    /// Put before every topic name, as `KAFKA_TOPIC_PREFIX` does.
+    topic_prefix: String,
     pool: DbPool,
     tools: &'a Tools,
     knobs: &'a Knobs,
@@ -1107,7 +1139,8 @@ impl Bench<'_> {
             Duration::from_secs(3600),
         )?);
         let total = self.knobs.rate * self.knobs.event_time.as_secs() as usize;
-        let consumer = consumer_at_end(&self.brokers).await?;
+        let topic = format!("{}{TASK_EVENTS}", self.topic_prefix);
+        let consumer = consumer_at_end(&self.brokers, &topic).await?;
         let phases_before = self.relay_phases().await?;
         let (stop, stopped) = watch::channel(false);
         let arrivals = tokio::spawn(collect_created(consumer, user.to_owned(), total, stopped));
@@ -1288,9 +1321,9 @@ fn list_script(query: &str) -> anyhow::Result<String> {
     Ok(format!("{sql};\n"))
 }
 
-/// A consumer of `task-events` assigned at the current end of every partition, so it sees exactly
-/// what is published from now on without waiting for a group rebalance.
-async fn consumer_at_end(brokers: &str) -> anyhow::Result<StreamConsumer> {
+/// A consumer of `topic` assigned at the current end of every partition, so it sees exactly what
+/// is published from now on without waiting for a group rebalance.
+async fn consumer_at_end(brokers: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -1299,21 +1332,22 @@ async fn consumer_at_end(brokers: &str) -> anyhow::Result<StreamConsumer> {
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", FETCH_WAIT_MS);
     let probe: BaseConsumer = config.create().context("creating the Kafka consumer")?;
+    let topic = topic.to_owned();
     let assignment = tokio::task::spawn_blocking(move || {
         let timeout = Duration::from_secs(10);
-        let metadata = probe.fetch_metadata(Some(TASK_EVENTS), timeout)?;
+        let metadata = probe.fetch_metadata(Some(&topic), timeout)?;
         let partitions = metadata
             .topics()
             .first()
             .map(|t| t.partitions().len())
             .unwrap_or(0);
         if partitions == 0 {
-            bail!("{TASK_EVENTS} has no partitions");
+            bail!("{topic} has no partitions");
         }
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions as i32 {
-            let (_, high) = probe.fetch_watermarks(TASK_EVENTS, p, timeout)?;
-            tpl.add_partition_offset(TASK_EVENTS, p, Offset::Offset(high))?;
+            let (_, high) = probe.fetch_watermarks(&topic, p, timeout)?;
+            tpl.add_partition_offset(&topic, p, Offset::Offset(high))?;
         }
         anyhow::Ok(tpl)
     })

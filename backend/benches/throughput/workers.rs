@@ -41,6 +41,7 @@ impl Service {
         name: &'static str,
         database_url: &str,
         brokers: &str,
+        topic_prefix: &str,
     ) -> anyhow::Result<Service> {
         let bin = bins.join(name);
         if !bin.is_file() {
@@ -58,6 +59,7 @@ impl Service {
         let child = Command::new(&bin)
             .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", brokers)
+            .env("KAFKA_TOPIC_PREFIX", topic_prefix)
             .env("KAFKA_GROUP_ID", format!("bench-{name}-{}", Uuid::now_v7()))
             // Tansu answers JoinGroup after about half the session timeout.
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
@@ -153,13 +155,17 @@ impl Bench<'_> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.rows
             .push(Row::value("release binary sizes", sizes.join(", ")));
-        let (db, brokers) = (self.database_url.clone(), self.brokers.clone());
+        let (db, brokers, prefix) = (
+            self.database_url.clone(),
+            self.brokers.clone(),
+            self.topic_prefix.clone(),
+        );
 
         let series = self.knobs.series;
         let backlog = self.seed_series("bench-r", series).await?;
         self.complete_all(&backlog).await?;
         self.drained().await?;
-        let mut worker = Service::start(&bins, "recurrence-worker", &db, &brokers)?;
+        let mut worker = Service::start(&bins, "recurrence-worker", &db, &brokers, &prefix)?;
         worker.ready(&self.client).await?;
         self.occurrences_created("bench-r", series).await?;
         let span = self
@@ -217,7 +223,7 @@ impl Bench<'_> {
         let worker_rss = worker.peak_rss_mib();
         drop(worker);
 
-        let mut notifier = Service::start(&bins, "notifier", &db, &brokers)?;
+        let mut notifier = Service::start(&bins, "notifier", &db, &brokers, &prefix)?;
         notifier.ready(&self.client).await?;
         self.reminders_at_once().await?;
         self.rows.push(Row::value(
@@ -417,7 +423,10 @@ impl Bench<'_> {
         sql: &str,
     ) -> anyhow::Result<Vec<T>> {
         let mut conn = self.pool.get().await?;
-        Ok(diesel::sql_query(sql).load::<T>(&mut conn).await?)
+        diesel::sql_query(sql)
+            .load::<T>(&mut conn)
+            .await
+            .with_context(|| format!("running {sql}"))
     }
 
     /// `sql`'s column `s` (seconds) as durations.
