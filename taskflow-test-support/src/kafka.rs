@@ -314,10 +314,7 @@ impl OwnBroker {
     }
 
     fn signal(&self, signal: &str) -> bool {
-        std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success())
+        crate::process::send_signal(&self.child, signal)
     }
 }
 

@@ -61,6 +61,14 @@ pub fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("{name}{labels:?} missing from /metrics:\n{body}"))
 }
 
+/// `kill <signal>` to `child` (e.g. `-STOP`); whether it was delivered.
+pub fn send_signal(child: &Child, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A service as a child process with its output in a log file; killed if the test fails first.
 pub struct Service {
     pub child: Child,
@@ -94,11 +102,7 @@ impl Service {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed");
+        assert!(send_signal(&self.child, signal), "kill {signal} failed");
     }
 
     pub fn terminate(&self) {
