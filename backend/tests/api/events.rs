@@ -827,7 +827,75 @@ async fn one_failing_key_holds_up_only_itself() {
     assert_eq!(events.len(), 31);
     assert_once_and_in_order(&events);
     drained(&app).await;
+    // What the claim relies on: a sent row has no retry time, while its attempts stay on record.
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE next_attempt_at IS NOT NULL")
+            .await,
+        0
+    );
+    assert!(
+        app.count(&format!(
+            "SELECT max(attempts)::int8 AS n FROM outbox WHERE message_key = '{stuck_id}'"
+        ))
+        .await
+            > 0
+    );
     sidecar.stop().await;
+}
+
+/// The claim over a backlog that the statistics have not seen (they are taken while the relay
+/// keeps up), with a key waiting for its retry: it must read what it claims, not the backlog.
+/// Both the waiting-keys lookup and the ordering once read every unsent row on each pass, so a
+/// backlog made each pass slower and the relay fell further behind (passes of 100-350 ms under
+/// load).
+#[tokio::test]
+async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
+    use diesel_async::AsyncConnection;
+    #[derive(diesel::QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        plan: String,
+    }
+    let app = crate::helpers::spawn_app().await;
+    app.execute("ANALYZE outbox").await;
+    app.execute(
+        "INSERT INTO outbox (id, topic, message_key, event_type, payload) \
+         SELECT gen_random_uuid(), 'task-events', 'key-' || i, 'test', '{}' \
+         FROM generate_series(1, 5000) i",
+    )
+    .await;
+    app.execute(
+        "UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE message_key = 'key-3'",
+    )
+    .await;
+    let explain = format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        backend::outbox::relay::CLAIM.replace("$1", "10")
+    );
+    let mut conn = app.pool.get().await.unwrap();
+    let plan = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            use diesel_async::RunQueryDsl;
+            // As the relay's pass runs it: after taking the publishing lock.
+            diesel::sql_query(backend::outbox::relay::LOCK)
+                .bind::<diesel::sql_types::BigInt, _>(1)
+                .execute(conn)
+                .await?;
+            let Plan { plan } = diesel::sql_query(&explain).get_result(conn).await?;
+            Ok(plan)
+        })
+        .await
+        .unwrap();
+    let plan: Value = serde_json::from_str(&plan).unwrap();
+    let top = &plan[0]["Plan"];
+    assert_eq!(top["Actual Rows"], 10, "{plan}");
+    let pages =
+        top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap();
+    // Reading the 5,000 unsent rows takes about 70 pages and 5,000 heap visits; 10 rows, a few.
+    assert!(
+        pages < 40,
+        "the claim read {pages} pages for 10 rows: {plan}"
+    );
 }
 
 /// A broker stalled past the publish timeout: librdkafka times the messages out and bumps its
