@@ -573,16 +573,22 @@ impl WaitSampler {
             while !*stopped.borrow() {
                 samples += 1;
                 // By application_name: the API's pool and the relay's connection apart, and
-                // anything else (the bench's own pool) not counted as the API's.
+                // anything else (the bench's own pool) not counted as the API's. Autovacuum in
+                // this database apart too, by what it works on: it shares the two cores.
                 let waits: Vec<Wait> = diesel::sql_query(
-                    "SELECT CASE application_name WHEN 'taskflow-outbox-relay' THEN 'relay' \
-                                WHEN 'taskflow-backend' THEN 'API' ELSE 'other' END AS who, \
-                            CASE WHEN state = 'idle in transaction' \
+                    "SELECT CASE WHEN backend_type = 'autovacuum worker' THEN 'autovacuum' \
+                                WHEN application_name = 'taskflow-outbox-relay' THEN 'relay' \
+                                WHEN application_name = 'taskflow-backend' THEN 'API' \
+                                ELSE 'other' END AS who, \
+                            CASE WHEN backend_type = 'autovacuum worker' \
+                                 THEN regexp_replace(query, '^autovacuum: ', '') \
+                                 WHEN state = 'idle in transaction' \
                                  THEN 'idle in transaction after ' || \
                                       left(regexp_replace(query, '\\s+', ' ', 'g'), 24) \
                             ELSE coalesce(wait_event_type || ':' || wait_event, 'CPU') END AS v \
                      FROM pg_stat_activity WHERE datname = current_database() \
-                       AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+                       AND pid <> pg_backend_pid() \
+                       AND backend_type IN ('client backend', 'autovacuum worker') \
                        AND state <> 'idle'",
                 )
                 .load(&mut conn)
@@ -606,14 +612,14 @@ impl WaitSampler {
         let _ = self.stop.send(true);
         let (counts, samples) = self.task.await??;
         let mut out = Vec::new();
-        for who in ["API", "relay", "other"] {
+        for who in ["API", "relay", "autovacuum", "other"] {
             let mut mine: Vec<_> = counts
                 .iter()
                 .filter(|((w, _), _)| w == who)
                 .map(|((_, what), n)| (what.as_str(), *n))
                 .collect();
             let total: usize = mine.iter().map(|m| m.1).sum();
-            if who == "other" && total == 0 {
+            if who != "API" && who != "relay" && total == 0 {
                 continue;
             }
             mine.sort_by_key(|m| std::cmp::Reverse(m.1));
@@ -1096,9 +1102,13 @@ impl Bench<'_> {
                 token: token.clone(),
                 body: None,
             }];
+            let sampler = WaitSampler::start(&self.database_url);
             let load = self
                 .wrk(&requests, LIST_CONCURRENCY, self.knobs.list_time)
                 .await?;
+            let waits = sampler.finish().await?;
+            self.notes
+                .push(format!("GET /tasks?{query}: sessions not idle: {waits}"));
             // As the API speaks it: a page without value filters is a statement kept prepared.
             let kept = backend::listing::kept_prepared(
                 &ListQuery::parse(&query).map_err(|e| anyhow!("{query}: {e:?}"))?,
