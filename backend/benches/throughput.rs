@@ -573,23 +573,28 @@ impl WaitSampler {
             while !*stopped.borrow() {
                 samples += 1;
                 // By application_name: the API's pool and the relay's connection apart, and
-                // anything else (the bench's own pool) not counted as the API's. Autovacuum in
-                // this database apart too, by what it works on: it shares the two cores.
+                // anything else (the bench's own pool) not counted as the API's. Autovacuum
+                // apart too, in any database (pgbench's writes leave it work as well), by what it
+                // works on: it shares the two cores.
                 let waits: Vec<Wait> = diesel::sql_query(
                     "SELECT CASE WHEN backend_type = 'autovacuum worker' THEN 'autovacuum' \
                                 WHEN application_name = 'taskflow-outbox-relay' THEN 'relay' \
                                 WHEN application_name = 'taskflow-backend' THEN 'API' \
                                 ELSE 'other' END AS who, \
                             CASE WHEN backend_type = 'autovacuum worker' \
-                                 THEN regexp_replace(query, '^autovacuum: ', '') \
+                                 THEN regexp_replace(query, '^autovacuum: ', '') || \
+                                      CASE WHEN datname = current_database() THEN '' \
+                                           WHEN datname = current_database() || '_pgbench' \
+                                           THEN ' in pgbench''s database' \
+                                           ELSE ' in ' || datname END \
                                  WHEN state = 'idle in transaction' \
                                  THEN 'idle in transaction after ' || \
                                       left(regexp_replace(query, '\\s+', ' ', 'g'), 24) \
                             ELSE coalesce(wait_event_type || ':' || wait_event, 'CPU') END AS v \
-                     FROM pg_stat_activity WHERE datname = current_database() \
-                       AND pid <> pg_backend_pid() \
-                       AND backend_type IN ('client backend', 'autovacuum worker') \
-                       AND state <> 'idle'",
+                     FROM pg_stat_activity \
+                     WHERE (datname = current_database() AND backend_type = 'client backend' \
+                            OR backend_type = 'autovacuum worker') \
+                       AND pid <> pg_backend_pid() AND state <> 'idle'",
                 )
                 .load(&mut conn)
                 .await?;
