@@ -39,11 +39,11 @@ const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 /// in `seq` order and the first failure stops them. It must cost O(claimed rows) whatever the
 /// statistics say: they are taken while the relay keeps up, so after a burst the planner thinks
 /// the backlog is a few rows.
-/// - Only a waiting row has `next_attempt_at`, and the lookup names nothing else, so only
-///   `outbox_delayed` can answer it (when it also said `sent_at IS NULL`, the planner read the
-///   whole unsent index for it on every pass). It is hashed once per pass: as a NOT EXISTS, a
-///   plan without sorts compares every row with every waiting key (322 ms for 500 rows with 2,500
-///   keys waiting, against 2.5 ms).
+/// - Only a waiting row has a future `next_attempt_at` (it is cleared when a row is sent), and
+///   the lookup names nothing else, so only `outbox_waiting` can answer it (when it also said
+///   `sent_at IS NULL`, the planner read the whole unsent index for it on every pass). It is
+///   hashed once per pass: as a NOT EXISTS, a plan without sorts compares every row with every
+///   waiting key (322 ms for 500 rows with 2,500 keys waiting, against 2.5 ms).
 /// - The pass runs with sorts disabled ([`LOCK`]), so the rows come from the unsent index in
 ///   `seq` order instead of the whole backlog being read and sorted.
 pub const CLAIM: &str = "SELECT id, topic, message_key, payload::text AS payload, \

@@ -1,3 +1,0 @@
-DROP INDEX outbox_delayed;
-CREATE INDEX outbox_delayed ON outbox (topic, message_key, seq)
-    WHERE sent_at IS NULL AND next_attempt_at IS NOT NULL;
