@@ -4,14 +4,36 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::PATIENCE;
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a child process to bind. Taken below the kernel's
+/// ephemeral range: a port from that range (what binding port 0 gives) can be taken by any
+/// outgoing connection before the child binds it, which once failed a worker's start with
+/// "Address already in use". Each call in this process tries the next port from a random start.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (low, span) = (10_000, ephemeral.saturating_sub(10_000).max(1));
+    // The low bits of a UUIDv7 are random.
+    let start = Uuid::now_v7().as_u128() as u32 % span;
+    let _ = NEXT.compare_exchange(0, start + 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if let Ok(port) = u16::try_from(port) {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
