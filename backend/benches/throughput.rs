@@ -1118,9 +1118,15 @@ impl Bench<'_> {
             let kept = backend::listing::kept_prepared(
                 &ListQuery::parse(&query).map_err(|e| anyhow!("{query}: {e:?}"))?,
             );
+            // In the API's sessions, which plan a kept statement once for all users.
+            let url = if kept {
+                taskflow_db::pool::generic_plans(&self.database_url)
+            } else {
+                self.database_url.clone()
+            };
             let pg = self
                 .pgbench(
-                    &self.database_url,
+                    &url,
                     if kept { "prepared" } else { "extended" },
                     &list_script(&query)?,
                     &[

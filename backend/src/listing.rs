@@ -3,9 +3,10 @@
 use diesel::pg::Pg;
 use diesel::sql_types::{Array, BigInt, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryResult;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use taskflow_db::positional::Positional;
 use taskflow_db::prepared::Prepare;
-use taskflow_db::tasks::{TaskRow, COLUMNS};
+use taskflow_db::tasks::{TaskRow, TaskRowSql, COLUMNS};
 
 use crate::domain::list_query::{Cursor, ListQuery, SortKey, SortValue, Status};
 
@@ -44,12 +45,22 @@ pub async fn list(
         };
         query = query.bind::<SqlUuid, _>(*id);
     }
-    query = query.bind::<BigInt, _>(q.limit + 1);
+    let query = query
+        .bind::<BigInt, _>(q.limit + 1)
+        .positional::<TaskRowSql>();
     if kept_prepared(q) {
-        query.prepared().load(conn).await
-    } else {
-        query.load(conn).await
+        return query.prepared().load(conn).await;
     }
+    // The API's sessions plan generically (taskflow_db::pool::generic_plans); this page's best
+    // plan depends on its values (how many of the user's tasks have that tag or word).
+    conn.transaction(async |conn| {
+        diesel::sql_query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .prepared()
+            .execute(conn)
+            .await?;
+        query.load(conn).await
+    })
+    .await
 }
 
 /// Whether the page's statement stays prepared on the connection: only without the filters that

@@ -72,7 +72,10 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let database_url = settings.common.database_url.expose();
         let pool = taskflow_db::pool(
-            &taskflow_db::pool::named(database_url, "taskflow-backend"),
+            &taskflow_db::pool::generic_plans(&taskflow_db::pool::named(
+                database_url,
+                "taskflow-backend",
+            )),
             settings.common.db_pool_size,
         )?;
         let applied = taskflow_db::migrations::migrate(&pool).await?;

@@ -11,6 +11,7 @@ pub mod migrations;
 pub mod notifications;
 pub mod outbox;
 pub mod pool;
+pub mod positional;
 pub mod preferences;
 pub mod prepared;
 pub mod processed;

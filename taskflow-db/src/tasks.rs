@@ -21,6 +21,10 @@ pub const COLUMNS: &str =
     due_at, timezone, reminder_minutes_before, recurrence, series_id, occurrence, version, \
     created_at, updated_at";
 
+/// The SQL types of [`COLUMNS`], to read them by position
+/// ([`crate::positional::Positional::positional`]).
+pub type TaskRowSql = diesel::dsl::SqlTypeOf<diesel::dsl::AsSelect<TaskRow, Pg>>;
+
 /// A row of `tasks`. `None` is inserted as NULL, never as `DEFAULT` (no nullable column has a
 /// default), so every insert has the same text and diesel caches its prepared statement.
 #[derive(
@@ -218,8 +222,28 @@ pub async fn deactivate_series(
 
 #[cfg(test)]
 mod tests {
-    use super::stored;
+    use super::{stored, TaskRow, COLUMNS};
+    use crate::schema::tasks;
     use chrono::{DateTime, Utc};
+    use diesel::pg::Pg;
+    use diesel::{QueryDsl, SelectableHelper};
+
+    /// Raw SQL selecting [`COLUMNS`] is read by position as a [`TaskRow`].
+    #[test]
+    fn columns_are_the_rows_fields_in_order() {
+        let select =
+            diesel::debug_query::<Pg, _>(&tasks::table.select(TaskRow::as_select())).to_string();
+        let list = select
+            .strip_prefix("SELECT ")
+            .and_then(|s| s.split(" FROM ").next())
+            .unwrap_or_default();
+        let fields: Vec<&str> = list
+            .split(", ")
+            .map(|c| c.trim_start_matches("\"tasks\".").trim_matches('"'))
+            .collect();
+        let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(fields, columns, "{select}");
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use taskflow_db::DbPool;
 use tokio::sync::watch;
@@ -27,18 +26,18 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 pub async fn prune(pool: &DbPool, retention: Duration, by: PublishedBy) -> anyhow::Result<()> {
     let mut conn = pool.get().await?;
     let hours = (retention.as_secs() / 3600).max(1) as i64;
+    // The cutoff is in the text, not a parameter: the API's sessions plan parameters
+    // generically (taskflow_db::pool::generic_plans), and how many rows this deletes decides
+    // between the index and a scan.
     let sql = match by {
-        PublishedBy::Relay => {
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => $1::int)"
-        }
+        PublishedBy::Relay => format!(
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => {hours})"
+        ),
         PublishedBy::ChangeCapture => {
-            "DELETE FROM outbox WHERE created_at < now() - make_interval(hours => $1::int)"
+            format!("DELETE FROM outbox WHERE created_at < now() - make_interval(hours => {hours})")
         }
     };
-    let pruned = diesel::sql_query(sql)
-        .bind::<BigInt, _>(hours)
-        .execute(&mut conn)
-        .await?;
+    let pruned = diesel::sql_query(sql).execute(&mut conn).await?;
     let keys = crate::idempotency::prune(&mut conn).await?;
     let processed = taskflow_db::processed::prune(&mut conn).await?;
     if pruned + keys + processed > 0 {
