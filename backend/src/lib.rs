@@ -13,3 +13,4 @@ pub mod routes;
 pub mod startup;
 pub mod stream;
 pub mod tasks;
+pub mod worker_pools;

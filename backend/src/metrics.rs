@@ -114,21 +114,24 @@ impl Metrics {
         })
     }
 
-    /// The text exposition, with pool gauges sampled now.
-    pub fn render(&self, pool: &DbPool) -> String {
-        let status = pool.status();
+    /// The text exposition, with the gauges of the request pools sampled now (summed over the
+    /// HTTP workers' pools).
+    pub fn render(&self, pools: &[DbPool]) -> String {
+        let sum = |of: fn(&deadpool::Status) -> usize| {
+            pools.iter().map(|p| of(&p.status())).sum::<usize>() as i64
+        };
         self.db_pool
             .with_label_values(&["max"])
-            .set(status.max_size as i64);
+            .set(sum(|s| s.max_size));
         self.db_pool
             .with_label_values(&["open"])
-            .set(status.size as i64);
+            .set(sum(|s| s.size));
         self.db_pool
             .with_label_values(&["idle"])
-            .set(status.available as i64);
+            .set(sum(|s| s.available));
         self.db_pool
             .with_label_values(&["waiting"])
-            .set(status.waiting as i64);
+            .set(sum(|s| s.waiting));
         let mut buffer = Vec::new();
         // Encoding into a Vec only fails for malformed metric families, which we never build.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);

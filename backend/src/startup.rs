@@ -29,6 +29,11 @@ use crate::routes::{
     events, health, notifications, preferences, recurrence, reminders, stream, tasks, ui,
 };
 use crate::stream::{Feed, Hub, Live};
+use crate::worker_pools::WorkerPools;
+
+/// Connections for what runs beside the requests: migrations, the reminder scheduler's jobs,
+/// pruning and the preferences store.
+const BACKGROUND_POOL_SIZE: usize = 4;
 
 /// The methods of the routes outside the OpenAPI document (the Dapr subscriber, the document
 /// itself), for the `Allow` header; the documented ones come from the document.
@@ -71,13 +76,17 @@ impl Application {
     /// [`Application::run_until_stopped`].
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let database_url = settings.common.database_url.expose();
-        let pool = taskflow_db::pool(
-            &taskflow_db::pool::generic_plans(&taskflow_db::pool::named(
-                database_url,
-                "taskflow-backend",
-            )),
+        let api_url = taskflow_db::pool::generic_plans(&taskflow_db::pool::named(
+            database_url,
+            "taskflow-backend",
+        ));
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let request_pools = Arc::new(WorkerPools::new(
+            &api_url,
             settings.common.db_pool_size,
-        )?;
+            workers,
+        )?);
+        let pool = taskflow_db::pool(&api_url, BACKGROUND_POOL_SIZE)?;
         let applied = taskflow_db::migrations::migrate(&pool).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
@@ -160,7 +169,8 @@ impl Application {
         let store: preferences::Store = Data::new(settings.common.state_store.open(pool.clone())?);
         let server = run(
             listener,
-            pool.clone(),
+            workers,
+            request_pools,
             store,
             auth,
             metrics.clone(),
@@ -308,7 +318,8 @@ struct Subscriber {
 #[allow(clippy::too_many_arguments)]
 fn run(
     listener: TcpListener,
-    pool: DbPool,
+    workers: usize,
+    pools: Arc<WorkerPools>,
     store: preferences::Store,
     auth: Data<Authenticator>,
     metrics: Data<Metrics>,
@@ -317,8 +328,8 @@ fn run(
     wakeup: Data<RelayWakeup>,
     live: Data<Live>,
 ) -> anyhow::Result<Server> {
-    let pool = Data::new(pool);
     let migrations_seen = Data::new(health::MigrationsSeen::default());
+    let all_pools = Data::from(pools.clone());
     let server = HttpServer::new(move || {
         App::new()
             .wrap(
@@ -328,7 +339,8 @@ fn run(
             )
             .wrap(from_fn(metrics::record))
             .wrap(TracingLogger::default())
-            .app_data(pool.clone())
+            .app_data(Data::new(pools.for_worker()))
+            .app_data(all_pools.clone())
             .app_data(store.clone())
             .app_data(auth.clone())
             .app_data(subscriber.state.clone())
@@ -363,6 +375,7 @@ fn run(
             .configure(ui::routes)
             .default_service(web::to(not_found))
     })
+    .workers(workers)
     .listen(listener)?
     .shutdown_timeout(10)
     .run();

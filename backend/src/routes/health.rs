@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::metrics::Metrics;
 use crate::outbox::EventPathHealth;
+use crate::worker_pools::WorkerPools;
 use taskflow_db::DbPool;
 
 /// The operations endpoints and their OpenAPI entries.
@@ -70,8 +71,8 @@ pub async fn ready(
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
-pub async fn metrics(metrics: Data<Metrics>, pool: Data<DbPool>) -> HttpResponse {
+pub async fn metrics(metrics: Data<Metrics>, pools: Data<WorkerPools>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics.render(&pool))
+        .body(metrics.render(pools.pools()))
 }
