@@ -56,7 +56,7 @@ impl Metrics {
         let db_pool = IntGaugeVec::new(
             Opts::new(
                 "taskflow_db_pool_connections",
-                "Database pool connections by state",
+                "Connections of the API's request pools (all HTTP workers) by state",
             ),
             &["state"],
         )?;

@@ -58,6 +58,8 @@ pub struct Application {
     outbox: Option<OutboxTask>,
     scheduler: Option<JobRunner>,
     feed: Option<Feed>,
+    /// The background pool (migrations, scheduler, pruning, preferences); requests use their
+    /// HTTP worker's own ([`WorkerPools`]).
     pub pool: DbPool,
     pub metrics: Data<Metrics>,
     pub event_path: Data<EventPathHealth>,
