@@ -7,12 +7,15 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
+use actix_web::HttpMessage;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
 use taskflow_db::DbPool;
+use tracing::Span;
+use tracing_actix_web::{RequestId, RootSpanBuilder};
 
 /// Seconds, for request and relay latencies: 1 ms to 5 s.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -176,4 +179,109 @@ pub async fn record(
             .observe(elapsed.as_secs_f64());
     }
     Ok(response)
+}
+
+/// The span each request runs in (`TracingLogger`'s root span): its id, and nothing else. The
+/// line [`record`] logs carries the method, route, status and time; the default root span's
+/// eleven fields (host, scheme, user agent, raw target, OpenTelemetry names...) were formatted
+/// into every span and parsed back into every JSON line, and cost more than the rest of the
+/// line: a 50-task list page took 177-182 µs of the backend's CPU logging JSON at `info`,
+/// against 148-151 µs at `warn`.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        match request.extensions().get::<RequestId>() {
+            Some(id) => tracing::info_span!("request", request_id = %**id),
+            None => tracing::info_span!("request"),
+        }
+    }
+
+    /// Nothing to add: [`record`] logs the outcome, and `ApiError` logs what failed inside.
+    fn on_request_end<B: MessageBody>(
+        _span: Span,
+        _outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::middleware::from_fn;
+    use actix_web::{test, web, App, HttpResponse};
+    use serde_json::Value;
+    use taskflow_runtime::telemetry::{subscriber, LogFormat};
+    use tracing_actix_web::TracingLogger;
+    use tracing_subscriber::EnvFilter;
+
+    use super::{record, RequestSpan};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_request_is_one_json_line_with_its_id_route_and_status() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let _logging = tracing::subscriber::set_default(subscriber(
+            LogFormat::Json,
+            EnvFilter::new("info"),
+            move || writer.clone(),
+        ));
+        let app = test::init_service(
+            App::new()
+                .wrap(from_fn(record))
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .route("/api/{user_id}/tasks", web::get().to(HttpResponse::Ok)),
+        )
+        .await;
+        for _ in 0..2 {
+            let request = test::TestRequest::get()
+                .uri("/api/alice/tasks?q=secret")
+                .to_request();
+            assert!(test::call_service(&app, request)
+                .await
+                .status()
+                .is_success());
+        }
+
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let logged: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(logged.len(), 2, "{text}");
+        for line in &logged {
+            assert_eq!(line["message"], "request", "{line}");
+            assert_eq!(line["method"], "GET", "{line}");
+            assert_eq!(line["route"], "/api/{user_id}/tasks", "{line}");
+            assert_eq!(line["status"], 200, "{line}");
+            assert!(line["elapsed_ms"].is_f64(), "{line}");
+            // The span holds the id alone: not the raw path (a search's words), agent or host.
+            let span = line["span"].as_object().unwrap();
+            assert_eq!(span.len(), 2, "{line}");
+            assert_eq!(span["name"], "request", "{line}");
+            let id = span["request_id"].as_str().unwrap();
+            assert!(uuid::Uuid::parse_str(id).is_ok(), "{line}");
+        }
+        assert_ne!(
+            logged[0]["span"]["request_id"],
+            logged[1]["span"]["request_id"]
+        );
+        assert!(!text.contains("secret"), "{text}");
+    }
 }

@@ -340,7 +340,7 @@ fn run(
                     .handler(StatusCode::NOT_FOUND, json_error_body),
             )
             .wrap(from_fn(metrics::record))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<metrics::RequestSpan>::new())
             .app_data(Data::new(pools.for_worker()))
             .app_data(all_pools.clone())
             .app_data(store.clone())

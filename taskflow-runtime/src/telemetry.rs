@@ -1,5 +1,8 @@
 //! Structured logging with tracing: JSON for machines, pretty for people.
 
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,20 +26,35 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Install the global subscriber. `RUST_LOG` filters (default `info`). Safe to call twice:
-/// the second call is a no-op, which tests rely on.
+/// Install the global subscriber, writing to stderr. `RUST_LOG` filters (default `info`). Safe
+/// to call twice: the second call is a no-op, which tests rely on.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
-    };
+    let _ = subscriber(format, filter, std::io::stderr).try_init();
+}
+
+/// The subscriber [`init`] installs, writing to `writer`: what a test uses to read the lines a
+/// service logs.
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+        LogFormat::Pretty => Box::new(builder.compact().finish()),
+    }
 }
 
 /// A metrics registry with the standard `process_*` metrics; each service adds its own
