@@ -836,7 +836,8 @@ impl Bench<'_> {
         for (name, value) in vars {
             command.arg(format!("--define={name}={value}"));
         }
-        command.arg(url);
+        // In the session settings of the API's pools.
+        command.arg(taskflow_db::pool::without_jit(url));
         let outcome = async {
             let out = run_tool(command).await?;
             let tps: f64 = out

@@ -26,16 +26,30 @@ pub fn named(database_url: &str, application: &str) -> String {
 }
 
 /// `database_url` with its sessions planning each prepared statement once, for every value of its
-/// parameters (`plan_cache_mode = force_generic_plan`, added to any `options` the URL has), for a
-/// service whose prepared statements each have one right plan, as the API's do: a list page's
-/// order is its index's order whoever asks. Left to choose, PostgreSQL planned a page again on
-/// every run for a user with many tasks (the page's share of that user's rows made the one-off
-/// plan look cheaper): a third of PostgreSQL's CPU per page. A statement whose best plan depends
-/// on its values runs with `SET LOCAL plan_cache_mode = force_custom_plan` in its transaction.
-/// A URL that does not parse is returned as it is.
+/// parameters (`plan_cache_mode = force_generic_plan`), for a service whose prepared statements
+/// each have one right plan, as the API's do: a list page's order is its index's order whoever
+/// asks. Left to choose, PostgreSQL planned a page again on every run for a user with many tasks
+/// (the page's share of that user's rows made the one-off plan look cheaper): a third of
+/// PostgreSQL's CPU per page. A statement whose best plan depends on its values runs with
+/// `SET LOCAL plan_cache_mode = force_custom_plan` in its transaction.
 pub fn generic_plans(database_url: &str) -> String {
-    // Percent-encoded as PostgreSQL's URL readers decode it (a `+` would stay a `+`).
-    const SETTING: &str = "-c%20plan_cache_mode%3Dforce_generic_plan";
+    with_setting(database_url, "plan_cache_mode%3Dforce_generic_plan")
+}
+
+/// `database_url` with JIT compilation off in its sessions ([`pool`] opens every connection so).
+/// PostgreSQL compiles a statement whose estimated cost passes `jit_above_cost`, on every run,
+/// and the estimate over a table that was never analyzed can be anything: on a new database with
+/// 40,000 rows waiting, the relay's claim of 500 was estimated at 19 million, compiled for 144 ms
+/// (inlining, optimization, emission) and run in 2 ms. No statement of these services reads
+/// enough rows to win back a compile.
+pub fn without_jit(database_url: &str) -> String {
+    with_setting(database_url, "jit%3Doff")
+}
+
+/// `database_url` with `-c SETTING` added to its `options` (or as its `options`). `setting` is
+/// percent-encoded as PostgreSQL's URL readers decode it (a `+` would stay a `+`). A URL that
+/// does not parse is returned as it is.
+fn with_setting(database_url: &str, setting: &str) -> String {
     let Ok(mut url) = url::Url::parse(database_url) else {
         return database_url.to_owned();
     };
@@ -47,14 +61,15 @@ pub fn generic_plans(database_url: &str) -> String {
         .map(str::to_owned)
         .collect();
     match pairs.iter_mut().find(|pair| pair.starts_with("options=")) {
-        Some(options) => *options = format!("{options}%20{SETTING}"),
-        None => pairs.push(format!("options={SETTING}")),
+        Some(options) => *options = format!("{options}%20-c%20{setting}"),
+        None => pairs.push(format!("options=-c%20{setting}")),
     }
     url.set_query(Some(&pairs.join("&")));
     url.into()
 }
 
-/// A pool of at most `size` connections, opened lazily; waits for a connection at most 5 s.
+/// A pool of at most `size` connections, opened lazily, without JIT ([`without_jit`]); waits for
+/// a connection at most 5 s.
 ///
 /// A connection goes back into use unchecked, as long as it is open and has no transaction left
 /// over: the default check (a `SELECT 1` on every checkout) was one round trip of a create's
@@ -64,8 +79,10 @@ pub fn generic_plans(database_url: &str) -> String {
 pub fn pool(database_url: &str, size: usize) -> anyhow::Result<DbPool> {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        without_jit(database_url),
+        config,
+    );
     Pool::builder(manager)
         .max_size(size.max(1))
         .wait_timeout(Some(Duration::from_secs(5)))
@@ -106,7 +123,7 @@ pub fn connection_lost(error: &diesel::result::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{connection_lost, generic_plans};
+    use super::{connection_lost, generic_plans, without_jit};
 
     #[test]
     fn generic_plans_is_added_to_the_options_a_url_has() {
@@ -119,6 +136,10 @@ mod tests {
             "postgres://u:p@db/taskflow?options=-c%20statement_timeout%3D5s%20-c%20plan_cache_mode%3Dforce_generic_plan"
         );
         assert_eq!(generic_plans("host=db user=u"), "host=db user=u");
+        assert_eq!(
+            without_jit(&generic_plans("postgres://u:p@db/taskflow")),
+            "postgres://u:p@db/taskflow?options=-c%20plan_cache_mode%3Dforce_generic_plan%20-c%20jit%3Doff"
+        );
     }
     use diesel::result::{DatabaseErrorKind, Error};
 
