@@ -850,12 +850,6 @@ async fn one_failing_key_holds_up_only_itself() {
 /// load).
 #[tokio::test]
 async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
-    use diesel_async::AsyncConnection;
-    #[derive(diesel::QueryableByName)]
-    struct Plan {
-        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
-        plan: String,
-    }
     let app = crate::helpers::spawn_app().await;
     app.execute("ANALYZE outbox").await;
     app.execute(
@@ -868,25 +862,7 @@ async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
         "UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE message_key = 'key-3'",
     )
     .await;
-    let explain = format!(
-        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
-        backend::outbox::relay::CLAIM.replace("$1", "10")
-    );
-    let mut conn = app.pool.get().await.unwrap();
-    let plan = conn
-        .transaction::<_, diesel::result::Error, _>(async |conn| {
-            use diesel_async::RunQueryDsl;
-            // As the relay's pass runs it: after taking the publishing lock.
-            diesel::sql_query(backend::outbox::relay::LOCK)
-                .bind::<diesel::sql_types::BigInt, _>(1)
-                .execute(conn)
-                .await?;
-            let Plan { plan } = diesel::sql_query(&explain).get_result(conn).await?;
-            Ok(plan)
-        })
-        .await
-        .unwrap();
-    let plan: Value = serde_json::from_str(&plan).unwrap();
+    let plan = explain_claim(&app, &[]).await;
     let top = &plan[0]["Plan"];
     assert_eq!(top["Actual Rows"], 10, "{plan}");
     let pages =
@@ -904,45 +880,51 @@ async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
 /// whatever a statement is estimated to cost.
 #[tokio::test]
 async fn no_statement_is_compiled_whatever_its_estimated_cost() {
-    use diesel_async::AsyncConnection;
+    let app = crate::helpers::spawn_app().await;
+    // Every cost past the threshold; `jit` as the pool's session has it, or turned on for the
+    // transaction to show that this server would compile.
+    let allowed = explain_claim(
+        &app,
+        &["SET LOCAL jit_above_cost = 0", "SET LOCAL jit = on"],
+    )
+    .await;
+    assert!(allowed[0].get("JIT").is_some(), "{allowed}");
+    let as_the_session_has_it = explain_claim(&app, &["SET LOCAL jit_above_cost = 0"]).await;
+    assert!(
+        as_the_session_has_it[0].get("JIT").is_none(),
+        "{as_the_session_has_it}"
+    );
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` of a 10-row claim on a connection of the app's pool,
+/// as the relay's pass runs it (after taking the publishing lock), after `settings`.
+async fn explain_claim(app: &crate::helpers::TestApp, settings: &[&str]) -> Value {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
     #[derive(diesel::QueryableByName)]
     struct Plan {
         #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
         plan: String,
     }
-    let app = crate::helpers::spawn_app().await;
     let explain = format!(
-        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
         backend::outbox::relay::CLAIM.replace("$1", "10")
     );
     let mut conn = app.pool.get().await.unwrap();
-    // The claim as the relay's pass runs it, with every cost past the threshold; `jit` as the
-    // session has it, or turned on for this transaction to show that the server would compile.
-    let mut plan = async |jit: &str| -> Value {
-        let plan = conn
-            .transaction::<_, diesel::result::Error, _>(async |conn| {
-                use diesel_async::RunQueryDsl;
-                diesel::sql_query(backend::outbox::relay::LOCK)
-                    .bind::<diesel::sql_types::BigInt, _>(1)
-                    .execute(conn)
-                    .await?;
-                for set in ["SET LOCAL jit_above_cost = 0", jit] {
-                    diesel::sql_query(set).execute(conn).await?;
-                }
-                let Plan { plan } = diesel::sql_query(&explain).get_result(conn).await?;
-                Ok(plan)
-            })
-            .await
-            .unwrap();
-        serde_json::from_str(&plan).unwrap()
-    };
-    let allowed = plan("SET LOCAL jit = on").await;
-    assert!(allowed[0].get("JIT").is_some(), "{allowed}");
-    let as_the_session_has_it = plan("SELECT current_setting('jit')").await;
-    assert!(
-        as_the_session_has_it[0].get("JIT").is_none(),
-        "{as_the_session_has_it}"
-    );
+    let plan = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            diesel::sql_query(backend::outbox::relay::LOCK)
+                .bind::<diesel::sql_types::BigInt, _>(1)
+                .execute(conn)
+                .await?;
+            for setting in settings {
+                diesel::sql_query(*setting).execute(conn).await?;
+            }
+            let Plan { plan } = diesel::sql_query(&explain).get_result(conn).await?;
+            Ok(plan)
+        })
+        .await
+        .unwrap();
+    serde_json::from_str(&plan).unwrap()
 }
 
 /// A broker stalled past the publish timeout: librdkafka times the messages out and bumps its
