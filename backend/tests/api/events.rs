@@ -876,8 +876,8 @@ async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
 
 /// PostgreSQL compiles a statement whose estimated cost passes `jit_above_cost`, on every run. On
 /// a new database whose outbox was never analyzed, the relay's claim was estimated at 19 million,
-/// compiled for 144 ms and run in 2 ms, pass after pass. The services' sessions never compile,
-/// whatever a statement is estimated to cost.
+/// and compiled for 144 ms to run for 2 ms. The services' sessions never compile, whatever a
+/// statement is estimated to cost.
 #[tokio::test]
 async fn no_statement_is_compiled_whatever_its_estimated_cost() {
     let app = crate::helpers::spawn_app().await;
