@@ -120,9 +120,10 @@ impl Metrics {
     /// The text exposition, with the gauges of the request pools sampled now (summed over the
     /// HTTP workers' pools).
     pub fn render(&self, pools: &[DbPool]) -> String {
-        let sum = |of: fn(&deadpool::Status) -> usize| {
-            pools.iter().map(|p| of(&p.status())).sum::<usize>() as i64
-        };
+        // One snapshot of each pool, so the four gauges agree with one another.
+        let statuses: Vec<deadpool::Status> = pools.iter().map(|p| p.status()).collect();
+        let sum =
+            |of: fn(&deadpool::Status) -> usize| statuses.iter().map(of).sum::<usize>() as i64;
         self.db_pool
             .with_label_values(&["max"])
             .set(sum(|s| s.max_size));
