@@ -8,6 +8,7 @@ pub use taskflow_runtime::config::Secret;
 use taskflow_runtime::config::{default_of, millis, parsed, shared, var, CommonSettings};
 use taskflow_runtime::secrets::Secrets;
 
+use crate::create_batches;
 use crate::stream::StreamSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct Settings {
     pub reminder_scheduler_enabled: bool,
     /// The live stream of task changes for the web UI.
     pub stream: StreamSettings,
+    /// Creates written together ([`crate::create_batches`]).
+    pub create_batches: create_batches::Limits,
 }
 
 /// The event path: outbox relay and publisher.
@@ -87,6 +90,7 @@ impl Settings {
             events: EventSettings::default(),
             reminder_scheduler_enabled: true,
             stream: StreamSettings::default(),
+            create_batches: create_batches::Limits::default(),
         }
     }
 
@@ -142,8 +146,17 @@ impl Settings {
             },
             reminder_scheduler_enabled: parsed("REMINDER_SCHEDULER_ENABLED", true)?,
             stream: stream_settings()?,
+            create_batches: create_batch_limits()?,
         })
     }
+}
+
+fn create_batch_limits() -> anyhow::Result<create_batches::Limits> {
+    let d = create_batches::Limits::default();
+    Ok(create_batches::Limits {
+        max_rows: parsed("CREATE_BATCH_MAX_ROWS", d.max_rows)?.clamp(1, 1_000),
+        statements: parsed("CREATE_BATCH_STATEMENTS", d.statements)?.clamp(1, 64),
+    })
 }
 
 fn stream_settings() -> anyhow::Result<StreamSettings> {

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod configuration;
+pub mod create_batches;
 pub mod domain;
 pub mod error;
 pub mod idempotency;

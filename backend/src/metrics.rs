@@ -9,8 +9,8 @@ use actix_web::middleware::Next;
 use actix_web::web::Data;
 use actix_web::HttpMessage;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use taskflow_db::DbPool;
@@ -36,6 +36,8 @@ pub struct Metrics {
     /// One relay transaction by phase: `claim` (lock and claim), `publish` (until the broker
     /// acknowledged every row), `pass` (checkout to commit).
     pub outbox_relay_seconds: HistogramVec,
+    /// Creates written per statement ([`crate::create_batches`]).
+    pub create_batch_rows: Histogram,
 }
 
 impl Metrics {
@@ -91,6 +93,13 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["phase"],
         )?;
+        let create_batch_rows = Histogram::with_opts(
+            HistogramOpts::new(
+                "taskflow_create_batch_rows",
+                "Creates written per statement (creates that arrive together are written together)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )?;
         // Series exist from the start, so rates and alerts see zeros rather than nothing.
         for topic in shared_events::topics::OUTBOX_TOPICS {
             outbox_published.with_label_values(&[topic]);
@@ -104,6 +113,7 @@ impl Metrics {
         registry.register(Box::new(outbox_published.clone()))?;
         registry.register(Box::new(outbox_publish_failures.clone()))?;
         registry.register(Box::new(outbox_relay_seconds.clone()))?;
+        registry.register(Box::new(create_batch_rows.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -114,6 +124,7 @@ impl Metrics {
             outbox_published,
             outbox_publish_failures,
             outbox_relay_seconds,
+            create_batch_rows,
         })
     }
 

@@ -20,6 +20,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::Authenticator;
 use crate::configuration::{PublisherKind, Settings};
+use crate::create_batches::{self, CreateBatches};
 use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::outbox::relay::Relay;
@@ -180,6 +181,7 @@ impl Application {
             subscriber,
             wakeup,
             live,
+            settings.create_batches,
         )?;
         Ok(Application {
             port,
@@ -329,10 +331,17 @@ fn run(
     subscriber: Subscriber,
     wakeup: Data<RelayWakeup>,
     live: Data<Live>,
+    create_limits: create_batches::Limits,
 ) -> anyhow::Result<Server> {
     let migrations_seen = Data::new(health::MigrationsSeen::default());
     let all_pools = Data::from(pools.clone());
     let server = HttpServer::new(move || {
+        let pool = pools.for_worker();
+        let batches = CreateBatches::new(
+            pool.clone(),
+            create_limits,
+            metrics.create_batch_rows.clone(),
+        );
         App::new()
             .wrap(
                 ErrorHandlers::new()
@@ -341,7 +350,8 @@ fn run(
             )
             .wrap(from_fn(metrics::record))
             .wrap(TracingLogger::<metrics::RequestSpan>::new())
-            .app_data(Data::new(pools.for_worker()))
+            .app_data(Data::new(pool))
+            .app_data(Data::new(batches))
             .app_data(all_pools.clone())
             .app_data(store.clone())
             .app_data(auth.clone())

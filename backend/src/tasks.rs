@@ -117,8 +117,30 @@ async fn write_and_record(
     event: TaskEventType,
     row: &TaskRow,
 ) -> Result<(), ApiError> {
-    let (traceparent, now) = (ctx.traceparent, ctx.now);
-    outbox::write_with_task_change(conn, write, event, &row.snapshot(), traceparent, now).await?;
+    let (rows, contexts) = (std::slice::from_ref(row), std::slice::from_ref(ctx));
+    write_and_record_all(conn, write, event, rows, contexts).await
+}
+
+/// [`write_and_record`] for several tasks, `contexts[i]` the change of `rows[i]`.
+async fn write_and_record_all(
+    conn: &mut AsyncPgConnection,
+    write: impl QueryFragment<Pg> + Send,
+    event: TaskEventType,
+    rows: &[TaskRow],
+    contexts: &[Change<'_>],
+) -> Result<(), ApiError> {
+    let snapshots: Vec<_> = rows.iter().map(TaskRow::snapshot).collect();
+    let changes: Vec<_> = snapshots
+        .iter()
+        .zip(contexts)
+        .map(|(task, ctx)| outbox::TaskChange {
+            event_type: event,
+            task,
+            traceparent: ctx.traceparent,
+            now: ctx.now,
+        })
+        .collect();
+    outbox::write_with_task_changes(conn, write, &changes).await?;
     Ok(())
 }
 
@@ -153,9 +175,14 @@ impl NewTask {
     }
 
     /// Whether [`create`] is a single statement (no reminder to schedule), which is atomic
-    /// without a transaction of its own.
+    /// without a transaction of its own and can be written with others ([`insert_created`]).
     pub fn is_one_statement(&self) -> bool {
         !reminders::wanted_for(&self.0)
+    }
+
+    /// The row to write, for a caller that writes it with others ([`insert_created`]).
+    pub fn into_row(self) -> TaskRow {
+        self.0
     }
 }
 
@@ -165,10 +192,20 @@ pub async fn create(
     ctx: &Change<'_>,
     NewTask(row): NewTask,
 ) -> Result<TaskRow, ApiError> {
-    let insert = store::insert_statement(&row);
-    write_and_record(conn, ctx, insert, TaskEventType::Created, &row).await?;
+    insert_created(conn, std::slice::from_ref(&row), std::slice::from_ref(ctx)).await?;
     reminders::schedule_for_new_task(conn, &row).await?;
     Ok(row)
+}
+
+/// New tasks (each from [`NewTask::into_row`]) and their `created` events, one statement however
+/// many; `contexts[i]` is the request of `rows[i]`. Reminders are not scheduled here.
+pub async fn insert_created(
+    conn: &mut AsyncPgConnection,
+    rows: &[TaskRow],
+    contexts: &[Change<'_>],
+) -> Result<(), ApiError> {
+    let insert = store::insert_statement(rows);
+    write_and_record_all(conn, insert, TaskEventType::Created, rows, contexts).await
 }
 
 /// How a change request describes the new state.

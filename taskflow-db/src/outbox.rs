@@ -97,26 +97,42 @@ pub async fn record_task_change(
     Ok(id)
 }
 
-/// Run `write`, the statement that makes the task change, and record the change, as one
-/// statement ([`crate::cte`]): atomic on its own, so outside a transaction it is the whole
-/// change in one round trip. `write` must have a bounded number of shapes (it stays prepared).
-pub async fn write_with_task_change<W>(
+/// One task change to record beside the write that makes it.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskChange<'a> {
+    pub event_type: TaskEventType,
+    pub task: &'a TaskSnapshot,
+    pub traceparent: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// Run `write`, the statement that makes the task changes, and record the changes (see
+/// [`task_change`]), as one statement ([`crate::cte`]): atomic on its own, so outside a
+/// transaction it is the whole change in one round trip. `write` must have a bounded number of
+/// shapes (it stays prepared), and so must `changes`: the text varies with their number.
+pub async fn write_with_task_changes<W>(
     conn: &mut AsyncPgConnection,
     write: W,
-    event_type: TaskEventType,
-    task: &TaskSnapshot,
-    traceparent: Option<&str>,
-    now: DateTime<Utc>,
-) -> QueryResult<Uuid>
+    changes: &[TaskChange<'_>],
+) -> QueryResult<()>
 where
     W: QueryFragment<Pg> + Send,
 {
-    let (id, messages) = task_change(event_type, task, traceparent, now)?;
+    let mut messages = Vec::with_capacity(2 * changes.len());
+    for change in changes {
+        let (_, both) = task_change(
+            change.event_type,
+            change.task,
+            change.traceparent,
+            change.now,
+        )?;
+        messages.extend(both);
+    }
     cte::with_write(write, diesel::insert_into(outbox::table).values(messages))
         .prepared()
         .execute(conn)
         .await?;
-    Ok(id)
+    Ok(())
 }
 
 /// Record that a reminder fired: `com.taskflow.reminder.due` on `reminders`, keyed by the task id.

@@ -146,11 +146,11 @@ pub async fn insert_occurrence(
         .optional()
 }
 
-/// The INSERT of `row` alone, to run with its events as one statement
-/// ([`crate::outbox::write_with_task_change`]); `row` must be [`TaskRow::as_stored`], since
+/// The INSERT of `rows`, to run with their events as one statement
+/// ([`crate::outbox::write_with_task_changes`]); each must be [`TaskRow::as_stored`], since
 /// nothing is read back.
-pub fn insert_statement(row: &TaskRow) -> impl QueryFragment<Pg> + Send + '_ {
-    diesel::insert_into(tasks::table).values(row)
+pub fn insert_statement(rows: &[TaskRow]) -> impl QueryFragment<Pg> + Send + '_ {
+    diesel::insert_into(tasks::table).values(rows)
 }
 
 /// The user's task, optionally locked for the rest of the transaction.
@@ -172,7 +172,7 @@ pub async fn find(
 }
 
 /// The UPDATE of every column of `row`, to run with its events as one statement
-/// ([`crate::outbox::write_with_task_change`]); `row` must be [`TaskRow::as_stored`].
+/// ([`crate::outbox::write_with_task_changes`]); `row` must be [`TaskRow::as_stored`].
 pub fn save_statement(row: &TaskRow) -> impl QueryFragment<Pg> + Send + '_ {
     diesel::update(tasks::table.find(row.id)).set(row)
 }

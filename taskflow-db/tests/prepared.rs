@@ -66,9 +66,14 @@ async fn with_events(
     event: TaskEventType,
     row: &TaskRow,
 ) -> QueryResult<()> {
-    outbox::write_with_task_change(conn, write, event, &row.snapshot(), None, Utc::now())
-        .await
-        .map(drop)
+    let task = row.snapshot();
+    let change = outbox::TaskChange {
+        event_type: event,
+        task: &task,
+        traceparent: None,
+        now: Utc::now(),
+    };
+    outbox::write_with_task_changes(conn, write, &[change]).await
 }
 
 /// Create a task with a reminder, move its due date, complete it: each write with its events
@@ -77,7 +82,7 @@ async fn life_of_a_task(conn: &mut AsyncPgConnection, user: &str) {
     let last = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             let mut row = new_task(user).as_stored();
-            let insert = tasks::insert_statement(&row);
+            let insert = tasks::insert_statement(std::slice::from_ref(&row));
             with_events(conn, insert, TaskEventType::Created, &row).await?;
             reminders::schedule_for_new_task(conn, &row).await?;
             for (event, completed) in [

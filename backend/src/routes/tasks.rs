@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{PathUser, TaskId};
+use crate::create_batches::CreateBatches;
 use crate::domain::list_query::ListQuery;
 use crate::domain::task::{Tag, TaskBody, TaskFields, TaskPatch};
 use crate::domain::task_view::TaskView;
@@ -168,6 +169,7 @@ pub async fn create(
     req: HttpRequest,
     body: Json<Value>,
     pool: Data<DbPool>,
+    batches: Data<CreateBatches>,
 ) -> Result<HttpResponse, ApiError> {
     let key = header(req.headers(), "Idempotency-Key")?
         .map(|h| IdempotencyKey::parse(h, &body))
@@ -179,13 +181,17 @@ pub async fn create(
         now: Utc::now(),
     };
     let task = tasks::NewTask::new(&ctx, fields);
+    if key.is_none() && task.is_one_statement() {
+        // The task and its events in one statement, atomic as it is (no BEGIN and COMMIT), and
+        // written with the creates that arrive beside it.
+        let row = batches.create(&ctx, task).await?;
+        wake_relay(&req);
+        return Ok(created(&user_id, &row));
+    }
     let mut pooled = pool.get().await?;
     let conn: &mut AsyncPgConnection = &mut pooled;
-    let outcome = if key.is_none() && task.is_one_statement() {
-        // The task and its events in one statement, atomic as it is: no BEGIN and COMMIT.
-        tasks::create(conn, &ctx, task).await.map_err(Replay::Error)
-    } else {
-        conn.transaction::<_, Replay, _>(async |conn| {
+    let outcome = conn
+        .transaction::<_, Replay, _>(async |conn| {
             if let Some(key) = &key {
                 if let Some(stored) = idempotency::find(conn, &user_id, key).await? {
                     return Err(match idempotency::replay(key, stored) {
@@ -210,16 +216,12 @@ pub async fn create(
             }
             Ok(row)
         })
-        .await
-    };
+        .await;
     if outcome.is_ok() {
         wake_relay(&req);
     }
     match outcome {
-        Ok(row) => Ok(HttpResponse::Created()
-            .insert_header((header::ETAG, format!("\"{}\"", row.version)))
-            .insert_header((header::LOCATION, format!("/api/{user_id}/tasks/{}", row.id)))
-            .json(TaskView::from(&row))),
+        Ok(row) => Ok(created(&user_id, &row)),
         Err(Replay::Stored(status, body)) => Ok(replayed(&user_id, status, body)),
         Err(Replay::Error(ApiError::Conflict { code: RACE, .. })) => {
             let key = key.ok_or_else(|| anyhow::anyhow!("idempotency race without a key"))?;
@@ -231,6 +233,14 @@ pub async fn create(
         }
         Err(Replay::Error(e)) => Err(e),
     }
+}
+
+/// 201 with the new task.
+fn created(user_id: &str, row: &TaskRow) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((header::ETAG, format!("\"{}\"", row.version)))
+        .insert_header((header::LOCATION, format!("/api/{user_id}/tasks/{}", row.id)))
+        .json(TaskView::from(row))
 }
 
 /// Marks the concurrent-create case inside the transaction; never reaches a client.

@@ -604,3 +604,132 @@ async fn occurrences_lists_the_next_due_dates_of_the_series() {
         .unwrap();
     assert_eq!(error_code(res, 404).await, "not_found");
 }
+
+/// `taskflow_create_batch_rows`: (statements, creates in them) so far.
+async fn create_statements(app: &TestApp) -> (f64, f64) {
+    let text = app
+        .anonymous(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    (
+        sample("taskflow_create_batch_rows_count"),
+        sample("taskflow_create_batch_rows_sum"),
+    )
+}
+
+#[tokio::test]
+async fn creates_that_arrive_together_are_written_together_each_with_its_own_outcome() {
+    let mut settings = crate::helpers::settings(&crate::helpers::fresh_database().await);
+    settings.create_batches.statements = 1;
+    let app = crate::helpers::spawn_with(settings).await;
+    // Every statement on tasks takes 300 ms, so the creates sent meanwhile queue behind it; a
+    // row titled "refused" fails its statement, as a database error would.
+    app.execute(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$",
+    )
+    .await;
+    app.execute("CREATE TRIGGER slow BEFORE INSERT ON tasks EXECUTE FUNCTION slow()")
+        .await;
+    app.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.title = 'refused' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
+    )
+    .await;
+    app.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .await;
+    let create = |title: String| send(&app, Method::POST, "", Some(json!({ "title": title })));
+    let created = async |responses: Vec<reqwest::Response>| {
+        let mut titles = Vec::new();
+        for res in responses {
+            assert_eq!(res.status(), 201);
+            let task: Value = res.json().await.unwrap();
+            let stored = app
+                .get_json(
+                    USER,
+                    &format!("/api/{USER}/tasks/{}", task["id"].as_str().unwrap()),
+                )
+                .await;
+            assert_eq!(stored, task, "stored as answered");
+            titles.push(task["title"].as_str().unwrap().to_owned());
+        }
+        titles.sort();
+        titles
+    };
+
+    // 20 creates at once, and two clients that give up before their statement can finish.
+    let (statements_before, _) = create_statements(&app).await;
+    let impatient = (0..2).map(|i| {
+        app.as_user(USER, Method::POST, &format!("/api/{USER}/tasks"))
+            .json(&json!({ "title": format!("impatient {i}") }))
+            .timeout(std::time::Duration::from_millis(100))
+            .send()
+    });
+    let (responses, gave_up) = tokio::join!(
+        futures::future::join_all((10..30).map(|i| create(format!("together {i}")))),
+        futures::future::join_all(impatient)
+    );
+    assert!(gave_up
+        .iter()
+        .all(|r| r.as_ref().is_err_and(|e| e.is_timeout())));
+    let expected: Vec<String> = (10..30).map(|i| format!("together {i}")).collect();
+    assert_eq!(created(responses).await, expected);
+    let (statements, rows) = create_statements(&app).await;
+    assert_eq!(rows, 22.0, "the impatient creates were written too");
+    // Two HTTP workers here, each with one statement at a time: a first one each, then the rest.
+    let statements = statements - statements_before;
+    assert!(
+        statements <= 8.0,
+        "{statements} statements for 22 creates: they were not written together"
+    );
+
+    // A refused row fails its statement; its neighbours are then written one by one.
+    let mut responses = futures::future::join_all(
+        ["refused".to_owned()]
+            .into_iter()
+            .chain((0..5).map(|i| format!("beside {i}")))
+            .map(create),
+    )
+    .await;
+    assert_eq!(error_code(responses.remove(0), 500).await, "internal");
+    let expected: Vec<String> = (0..5).map(|i| format!("beside {i}")).collect();
+    assert_eq!(created(responses).await, expected);
+
+    // Each create answered (and the impatient ones) stored once with its two events; the refused
+    // one nowhere.
+    assert_eq!(app.count("SELECT count(*) AS n FROM tasks").await, 27);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM tasks WHERE title = 'refused'")
+            .await,
+        0
+    );
+    for topic in ["task-events", "task-updates"] {
+        let mut ids: Vec<String> = app
+            .outbox(topic)
+            .await
+            .into_iter()
+            .map(|(_, e)| {
+                e["data"]["task_id"]
+                    .as_str()
+                    .or(e["data"]["id"].as_str())
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(ids.len(), 27, "{topic}: one event for each task");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 27, "{topic}: one event for each task");
+    }
+}

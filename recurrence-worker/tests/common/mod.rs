@@ -141,7 +141,7 @@ pub async fn recurring_task(
     };
     let row = row.as_stored();
     let mut conn = pool.get().await.expect("connection");
-    tasks::insert_statement(&row)
+    tasks::insert_statement(std::slice::from_ref(&row))
         .prepared()
         .execute(&mut conn)
         .await
