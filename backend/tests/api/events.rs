@@ -424,15 +424,7 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
     let mut metrics = String::new();
     // Refreshed by the relay's passes: allow a loaded machine some time.
     for _ in 0..200 {
-        metrics = app
-            .client
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = app.metrics().await;
         if metrics.contains(&format!("taskflow_outbox_pending {}", 2 * BURST_EVENTS)) {
             break;
         }

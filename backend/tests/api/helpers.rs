@@ -95,6 +95,16 @@ impl TestApp {
             .request(method, format!("{}{path}", self.address))
     }
 
+    /// The `/metrics` exposition.
+    pub async fn metrics(&self) -> String {
+        let res = self
+            .anonymous(Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap();
+        res.text().await.unwrap()
+    }
+
     pub async fn list(&self, user: &str, query: &str) -> Value {
         let res = self
             .as_user(user, Method::GET, &format!("/api/{user}/tasks?{query}"))

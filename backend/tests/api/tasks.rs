@@ -607,14 +607,7 @@ async fn occurrences_lists_the_next_due_dates_of_the_series() {
 
 /// `taskflow_create_batch_rows`: (statements, creates in them) so far.
 async fn create_statements(app: &TestApp) -> (f64, f64) {
-    let text = app
-        .anonymous(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let sample = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
