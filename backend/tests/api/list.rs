@@ -208,6 +208,18 @@ async fn full_text_search_stems_and_covers_the_description() {
     assert_eq!(ids(&app.list(USER, "q=").await).len(), 3);
 }
 
+/// Both GIN indexes (search and tags) merge their pending lists at 256 kB, not the default 4 MB:
+/// the insert that finds the list full merges it on its own time, holding a whole batch of
+/// creates (migration `2026-12-05-000004`). Read from the catalog, as PostgreSQL applies it.
+#[tokio::test]
+async fn the_gin_indexes_merge_their_pending_lists_every_256_kb() {
+    let app = spawn_app().await;
+    let set = "SELECT count(*) AS n FROM pg_class \
+               WHERE relname IN ('tasks_search', 'tasks_tags') \
+               AND 'gin_pending_list_limit=256' = ANY(reloptions)";
+    assert_eq!(app.count(set).await, 2);
+}
+
 #[tokio::test]
 async fn odd_search_text_is_not_an_error() {
     let app = spawn_app().await;
