@@ -70,6 +70,17 @@ struct Waiting {
     done: oneshot::Sender<Result<TaskRow, ApiError>>,
 }
 
+impl Waiting {
+    /// The request's change, for the event of `row`, its task.
+    fn change<'a>((row, waiting): (&'a TaskRow, &'a Waiting)) -> Change<'a> {
+        Change {
+            user_id: &row.user_id,
+            traceparent: waiting.traceparent.as_deref(),
+            now: waiting.now,
+        }
+    }
+}
+
 impl CreateBatches {
     pub fn new(pool: DbPool, limits: Limits, rows_per_statement: Histogram) -> CreateBatches {
         CreateBatches(Arc::new(Shared {
@@ -146,15 +157,7 @@ impl Shared {
                 return;
             }
         };
-        let changes: Vec<Change<'_>> = rows
-            .iter()
-            .zip(&waiting)
-            .map(|(row, w)| Change {
-                user_id: &row.user_id,
-                traceparent: w.traceparent.as_deref(),
-                now: w.now,
-            })
-            .collect();
+        let changes: Vec<Change<'_>> = rows.iter().zip(&waiting).map(Waiting::change).collect();
         self.rows_per_statement.observe(rows.len() as f64);
         let together = tasks::insert_created(&mut conn, &rows, &changes).await;
         drop(changes);
@@ -167,11 +170,7 @@ impl Shared {
             Err(e) if rows.len() > 1 => {
                 tracing::warn!(error = %e, creates = rows.len(), "a batch of creates failed; writing them one by one");
                 for (row, w) in rows.into_iter().zip(waiting) {
-                    let ctx = Change {
-                        user_id: &row.user_id,
-                        traceparent: w.traceparent.as_deref(),
-                        now: w.now,
-                    };
+                    let ctx = Waiting::change((&row, &w));
                     self.rows_per_statement.observe(1.0);
                     let alone =
                         tasks::insert_created(&mut conn, std::slice::from_ref(&row), &[ctx]).await;
