@@ -147,7 +147,21 @@ pub async fn put(
         },
     };
     let mut errors = FieldErrors::new();
-    if let Some(url) = &next.webhook_url {
+    // PostgreSQL's jsonb cannot hold \u0000 (the kv store answered 500 for a secret with one).
+    let texts = [
+        ("webhook_url", next.webhook_url.as_deref()),
+        ("webhook_secret", next.webhook_secret.as_deref()),
+    ];
+    for (field, text) in texts {
+        if text.is_some_and(|t| t.contains('\0')) {
+            errors.insert(field.into(), "must not contain NUL characters".into());
+        }
+    }
+    if let Some(url) = next
+        .webhook_url
+        .as_deref()
+        .filter(|_| !errors.contains_key("webhook_url"))
+    {
         let valid = url::Url::parse(url)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
         if !valid {

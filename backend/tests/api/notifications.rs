@@ -72,6 +72,23 @@ async fn preferences_keep_the_secret_write_only() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["details"]["fields"]["webhook_url"].is_string());
+    // PostgreSQL cannot store NUL in JSON text: refused as a field error, not a 500.
+    let (status, body) = call(
+        &app,
+        Method::PUT,
+        "/preferences",
+        Some(json!({"channels": [], "webhook_url": "https://hooks.example.org/\u{0}", "webhook_secret": "a\u{0}b"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let fields = &body["error"]["details"]["fields"];
+    assert_eq!(fields["webhook_secret"], "must not contain NUL characters");
+    assert_eq!(fields["webhook_url"], "must not contain NUL characters");
+    let (_, got) = call(&app, Method::GET, "/preferences", None).await;
+    assert_eq!(
+        got["webhook_url"], "https://hooks.example.org/u",
+        "nothing saved"
+    );
     let res = app
         .as_user("mallory", Method::GET, &format!("/api/{USER}/preferences"))
         .send()
