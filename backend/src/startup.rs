@@ -242,8 +242,9 @@ async fn publisher(settings: &Settings) -> anyhow::Result<Arc<dyn Publisher>> {
     let settings = &settings.events;
     Ok(match settings.publisher {
         PublisherKind::Kafka => {
-            let kafka = KafkaPublisher::new(brokers, settings.publish_timeout)
-                .context("creating the Kafka producer")?;
+            let kafka =
+                KafkaPublisher::new(brokers, settings.publish_timeout, settings.compression)
+                    .context("creating the Kafka producer")?;
             // Connect now, so the first event does not pay for the producer's start-up.
             if let Err(e) = kafka.check().await {
                 tracing::warn!(error = %e, "Kafka not reachable yet; events wait in the outbox");

@@ -85,13 +85,18 @@ pub struct KafkaPublisher {
 impl KafkaPublisher {
     /// An idempotent producer (acks=all, no duplicates or reordering from its own retries) whose
     /// `fnv1a_random` partitioner places a key where Dapr's Sarama producer would.
-    /// `message_timeout` bounds how long one publish may wait for an unreachable broker.
-    pub fn new(brokers: &str, message_timeout: Duration) -> Result<Self, KafkaError> {
+    /// `message_timeout` bounds how long one publish may wait for an unreachable broker;
+    /// `compression` is librdkafka's `compression.type` (consumers read any of them).
+    pub fn new(
+        brokers: &str,
+        message_timeout: Duration,
+        compression: &str,
+    ) -> Result<Self, KafkaError> {
         let mut config = client_config(brokers);
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("compression.type", "lz4")
+            .set("compression.type", compression)
             .set("partitioner", "fnv1a_random")
             // The relay hands over a whole claimed batch at once, so waiting for more buys
             // little batching; 5 ms was most of an idle relay pass (6.7 ms to acknowledgement).

@@ -324,7 +324,8 @@ async fn kafka_and_dapr_paths_put_the_same_event_on_the_same_partition() {
     let sidecar = TestSidecar::start(&brokers, "kafka-pubsub").await;
     let keys = create_tasks(&app, "same", 6).await;
     let rows = app.outbox("task-events").await;
-    let kafka = KafkaPublisher::new(&brokers, Duration::from_secs(10)).unwrap();
+    // Compressed, unlike Sarama's default: the consumer sees the same event either way.
+    let kafka = KafkaPublisher::new(&brokers, Duration::from_secs(10), "lz4").unwrap();
     let dapr =
         DaprPublisher::new(&sidecar.endpoint, "kafka-pubsub", Duration::from_secs(10)).unwrap();
     dapr.wait_until_ready(Duration::from_secs(5)).await.unwrap();
@@ -727,7 +728,7 @@ async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
         app.pool.clone(),
         database.clone(),
         String::new(),
-        Arc::new(KafkaPublisher::new("127.0.0.1:1", Duration::from_secs(1)).unwrap()),
+        Arc::new(KafkaPublisher::new("127.0.0.1:1", Duration::from_secs(1), "none").unwrap()),
         s.events,
         Arc::new(Metrics::new().unwrap()),
         Arc::new(EventPathHealth::default()),
