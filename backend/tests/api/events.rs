@@ -51,6 +51,11 @@ async fn relaying_app(
     spawn_with(relaying(database_url, publisher, brokers, dapr)).await
 }
 
+/// An app on a database of its own whose relay publishes to `brokers` with rdkafka.
+async fn kafka_app(brokers: &str) -> TestApp {
+    relaying_app(&fresh_database().await, PublisherKind::Kafka, brokers, None).await
+}
+
 fn task_id(r: &Received) -> String {
     r.body["data"]["task_id"]
         .as_str()
@@ -191,13 +196,7 @@ fn assert_once_and_in_order(messages: &[Received]) {
 #[tokio::test]
 async fn each_change_yields_one_event_in_order_with_the_envelope() {
     let brokers = topics().await;
-    let app = relaying_app(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &brokers,
-        None,
-    )
-    .await;
+    let app = kafka_app(&brokers).await;
     let a = app.create(USER, json!({"title": "a"})).await;
     let b = app.create(USER, json!({"title": "b"})).await;
     let c = app
@@ -500,13 +499,7 @@ async fn on_mock_cluster() -> (
     cluster.create_topic("task-events", 3, 1).unwrap();
     cluster.create_topic("task-updates", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let app = relaying_app(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &brokers,
-        None,
-    )
-    .await;
+    let app = kafka_app(&brokers).await;
     (cluster, brokers, app)
 }
 
@@ -570,13 +563,7 @@ async fn an_idle_relay_reports_an_unreachable_broker() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let app = relaying_app(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &unused.to_string(),
-        None,
-    )
-    .await;
+    let app = kafka_app(&unused.to_string()).await;
     let status = degraded(&app).await;
     assert!(
         status["checks"]["event_path"]
@@ -856,10 +843,8 @@ async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
     )
     .await;
     let plan = explain_claim(&app, &[]).await;
-    let top = &plan[0]["Plan"];
-    assert_eq!(top["Actual Rows"], 10, "{plan}");
-    let pages =
-        top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap();
+    assert_eq!(plan[0]["Plan"]["Actual Rows"], 10, "{plan}");
+    let pages = pages_read(&plan);
     // Reading the 5,000 unsent rows takes about 70 pages and 5,000 heap visits; 10 rows, a few.
     assert!(
         pages < 40,
@@ -874,13 +859,7 @@ async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
 #[tokio::test]
 async fn after_a_backlog_the_relay_clears_its_claims_path_of_the_rows_it_sent() {
     let brokers = topics().await;
-    let app = relaying_app(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &brokers,
-        None,
-    )
-    .await;
+    let app = kafka_app(&brokers).await;
     app.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
         .await;
     // Six of the relay's batches at once.
@@ -891,18 +870,13 @@ async fn after_a_backlog_the_relay_clears_its_claims_path_of_the_rows_it_sent() 
     )
     .await;
     let unsent = "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL";
-    let claim_pages = async || {
-        let plan = explain_claim(&app, &[]).await;
-        let top = &plan[0]["Plan"];
-        top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap()
-    };
     // The vacuum is counted once it has returned, which may be a moment after the claim shows it.
     let vacuumed = "taskflow_outbox_relay_seconds_count{phase=\"vacuum\"} 1";
     let deadline = std::time::Instant::now() + ARRIVAL;
     let (mut pages, mut counted) = (i64::MAX, false);
     while std::time::Instant::now() < deadline {
         if app.count(unsent).await == 0 {
-            pages = claim_pages().await;
+            pages = pages_read(&explain_claim(&app, &[]).await);
             counted = app.metrics().await.contains(vacuumed);
             if pages <= 2 && counted {
                 break;
@@ -938,6 +912,12 @@ async fn no_statement_is_compiled_whatever_its_estimated_cost() {
         as_the_session_has_it[0].get("JIT").is_none(),
         "{as_the_session_has_it}"
     );
+}
+
+/// The pages a plan from [`explain_claim`] read, from the cache or not.
+fn pages_read(plan: &Value) -> i64 {
+    let top = &plan[0]["Plan"];
+    top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap()
 }
 
 /// `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` of a 10-row claim on a connection of the app's pool,
@@ -978,13 +958,7 @@ async fn explain_claim(app: &crate::helpers::TestApp, settings: &[&str]) -> Valu
 #[tokio::test]
 async fn a_producer_fenced_after_a_broker_stall_is_replaced() {
     let broker = taskflow_test_support::kafka::OwnBroker::start().await;
-    let app = relaying_app(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &broker.brokers,
-        None,
-    )
-    .await;
+    let app = kafka_app(&broker.brokers).await;
     let mut ids = create_tasks(&app, "before", 1).await;
     drained(&app).await;
 
