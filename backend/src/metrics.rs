@@ -34,8 +34,7 @@ pub struct Metrics {
     pub outbox_published: IntCounterVec,
     pub outbox_publish_failures: IntCounterVec,
     /// One relay transaction by phase: `claim` (lock and claim), `publish` (until the broker
-    /// acknowledged every row), `pass` (checkout to commit); and `vacuum`, the relay's VACUUM of
-    /// the outbox after a backlog.
+    /// acknowledged every row), `pass` (checkout to commit).
     pub outbox_relay_seconds: HistogramVec,
     /// Creates written per statement ([`crate::create_batches`]).
     pub create_batch_rows: Histogram,
@@ -89,7 +88,7 @@ impl Metrics {
         let outbox_relay_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "taskflow_outbox_relay_seconds",
-                "One relay pass that claimed rows, by phase (claim, publish, pass), and each VACUUM of the outbox after a backlog (vacuum)",
+                "One relay pass that claimed rows, by phase (claim, publish, pass)",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["phase"],

@@ -32,10 +32,6 @@ const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 const BUSY_POLL: Duration = Duration::from_millis(10);
 /// The backlog gauges are refreshed at most this often.
 const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
-/// After a backlog the relay vacuums the outbox ([`vacuum`]) once no row has come for this long,
-const VACUUM_QUIET: Duration = Duration::from_secs(1);
-/// or this long after the backlog under load that never pauses; and never more often than this.
-const VACUUM_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The claim: up to `$1` unsent rows, oldest first, skipping every key whose head is waiting to
 /// be retried, so one failing key neither overtakes its own later rows nor holds up anyone
@@ -312,11 +308,6 @@ impl Relay {
         let mut last_problem: Option<String> = None;
         // Whether this relay has asked other processes' writers to NOTIFY (see `set_armed`).
         let mut armed = false;
-        // Since when rows have waited (a drain took a full batch) with no vacuum after them; when
-        // a pass last claimed rows; the last vacuum's start and task.
-        let mut backlog_since: Option<Instant> = None;
-        let mut last_claim = Instant::now();
-        let mut vacuuming: Option<(Instant, tokio::task::JoinHandle<()>)> = None;
         // The first pass runs at once: rows may have waited while no relay ran.
         let mut wait = Duration::ZERO;
         loop {
@@ -341,27 +332,6 @@ impl Relay {
             match self.drain().await {
                 Ok(pass) => {
                     failures = 0;
-                    if pass.claimed > 0 {
-                        last_claim = Instant::now();
-                    }
-                    if pass.claimed as i64 >= self.settings.batch_size {
-                        backlog_since.get_or_insert_with(Instant::now);
-                    }
-                    if let Some(since) = backlog_since {
-                        let quiet = last_claim.elapsed() >= VACUUM_QUIET
-                            || since.elapsed() >= VACUUM_INTERVAL;
-                        let free = vacuuming.as_ref().is_none_or(|(at, task)| {
-                            task.is_finished() && at.elapsed() >= VACUUM_INTERVAL
-                        });
-                        if quiet && free && pass.failure.is_none() {
-                            backlog_since = None;
-                            let task = tokio::spawn(vacuum(
-                                self.database_url.clone(),
-                                self.metrics.clone(),
-                            ));
-                            vacuuming = Some((Instant::now(), task));
-                        }
-                    }
                     // Only the publishing relay looks at the backlog; standbys stay cheap. While
                     // rows fail or wait for a retry, every pass looks, so /ready follows closely.
                     let failed = pass.failure.is_some();
@@ -435,45 +405,6 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay stopped");
-    }
-}
-
-/// VACUUM the outbox on a connection of its own, once the relay has drained a backlog.
-///
-/// The claim reads the unsent index from its start. A sent row's entry stays there, dead, until
-/// VACUUM removes it. While the relay keeps up, rows are sent before their index page fills, and
-/// the insert that fills the page clears their entries; rows that waited in a backlog were on
-/// pages that split off, which no insert visits again, so every later claim read them: on the dev
-/// server an empty claim read 184-186 pages (1.4 ms) after one 8 s burst of creates, and 3,175
-/// pages (15.9 ms) after a day's bursts; 1 page after a VACUUM. Autovacuum waits for a fifth of a
-/// table that keeps `OUTBOX_RETENTION_HOURS` of sent rows, and then skips the indexes when the
-/// dead rows are on under 2 % of its pages, as a burst's are. Set to run at 1 %, indexes included,
-/// it cost about 24 µs of CPU per dead row there (2.1 s for 87,000 of 8.7 million), also while the
-/// relay keeps up. So the relay asks for it after a backlog only. With `SKIP_LOCKED` it returns at
-/// once (a warning, no error) while another vacuum holds the table, which then does the work.
-async fn vacuum(database_url: String, metrics: Arc<Metrics>) {
-    let started = Instant::now();
-    let outcome = async {
-        let mut conn = AsyncPgConnection::establish(&database_url).await?;
-        diesel::sql_query("VACUUM (INDEX_CLEANUP ON, SKIP_LOCKED) outbox")
-            .execute(&mut conn)
-            .await?;
-        anyhow::Ok(())
-    }
-    .await;
-    let elapsed = started.elapsed();
-    match outcome {
-        Ok(()) => {
-            metrics
-                .outbox_relay_seconds
-                .with_label_values(&["vacuum"])
-                .observe(elapsed.as_secs_f64());
-            tracing::info!(
-                elapsed_ms = elapsed.as_millis() as u64,
-                "vacuumed the outbox after a backlog"
-            );
-        }
-        Err(e) => tracing::warn!(error = %e, "vacuum of the outbox failed"),
     }
 }
 

@@ -852,46 +852,6 @@ async fn the_claim_reads_what_it_claims_however_large_the_backlog() {
     );
 }
 
-/// A sent row leaves a dead entry in the unsent index, which the claim walks from its start. Rows
-/// that waited in a backlog sit on index pages no later insert visits, so only VACUUM removes
-/// them: autovacuum, with a retained outbox, after hours. The relay vacuums once it has drained a
-/// backlog (autovacuum is off for this table here, so nothing else can).
-#[tokio::test]
-async fn after_a_backlog_the_relay_clears_its_claims_path_of_the_rows_it_sent() {
-    let brokers = topics().await;
-    let app = kafka_app(&brokers).await;
-    app.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
-        .await;
-    // Six of the relay's batches at once.
-    app.execute(
-        "INSERT INTO outbox (id, topic, message_key, event_type, payload) \
-         SELECT gen_random_uuid(), 'task-events', 'key-' || i, 'test', '{}' \
-         FROM generate_series(1, 3000) i",
-    )
-    .await;
-    let unsent = "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL";
-    // The vacuum is counted once it has returned, which may be a moment after the claim shows it.
-    let vacuumed = "taskflow_outbox_relay_seconds_count{phase=\"vacuum\"} 1";
-    let deadline = std::time::Instant::now() + ARRIVAL;
-    let (mut pages, mut counted) = (i64::MAX, false);
-    while std::time::Instant::now() < deadline {
-        if app.count(unsent).await == 0 {
-            pages = pages_read(&explain_claim(&app, &[]).await);
-            counted = app.metrics().await.contains(vacuumed);
-            if pages <= 2 && counted {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Without the relay's vacuum the claim read 10 pages to the end: the 3,000 dead entries.
-    assert!(
-        pages <= 2,
-        "an empty claim still reads {pages} pages after the backlog was sent"
-    );
-    assert!(counted, "no vacuum counted: {}", app.metrics().await);
-}
-
 /// PostgreSQL compiles a statement whose estimated cost passes `jit_above_cost`, on every run. On
 /// a new database whose outbox was never analyzed, the relay's claim was estimated at 19 million,
 /// and compiled for 144 ms to run for 2 ms. The services' sessions never compile, whatever a
