@@ -132,7 +132,7 @@ def backlog(db_url, kafka, tails, stack):
     with psycopg.connect(db_url, connect_timeout=5) as db:
         q = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
         state = {
-            "outbox_unsent": q("SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
+            "outbox_unsent": q("SELECT count(*) FROM outbox"),
             "reminders_due": q("SELECT count(*) FROM reminders WHERE status = 'pending'"
                                " AND remind_at <= now()"),
             "jobs_due": q("SELECT count(*) FROM jobs WHERE state = 'queued' AND (run_at <= now()"
@@ -169,8 +169,10 @@ def database_side(db_url, prefix):
         outbox = {r[0]: {"seq": r[1], "type": r[2], "task": r[3], "version": r[4], "sent": r[5]}
                   for r in db.execute(
                       "SELECT id::text, seq, event_type, payload->'data'->>'task_id',"
-                      " (payload->'data'->'task'->>'version')::bigint, sent_at IS NOT NULL"
-                      " FROM outbox WHERE topic = 'task-events'"
+                      " (payload->'data'->'task'->>'version')::bigint, sent"
+                      " FROM (SELECT id, seq, topic, event_type, payload, false AS sent FROM outbox"
+                      "       UNION ALL SELECT id, seq, topic, event_type, payload, true"
+                      "       FROM outbox_sent) o WHERE topic = 'task-events'"
                       " AND payload->'data'->>'user_id' LIKE %s", (like,))}
         occ = db.execute("SELECT series_id::text, occurrence, count(*) FROM tasks"
                          " WHERE user_id LIKE %s GROUP BY 1, 2", (like,)).fetchall()

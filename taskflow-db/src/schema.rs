@@ -24,9 +24,10 @@ diesel::table! {
 }
 
 diesel::table! {
-    outbox (id) {
-        id -> Uuid,
+    /// Unsent events only: the relay moves what it sent to `outbox_sent` (raw SQL).
+    outbox (seq) {
         seq -> BigInt,
+        id -> Uuid,
         topic -> Text,
         message_key -> Text,
         event_type -> Text,
@@ -35,7 +36,6 @@ diesel::table! {
         attempts -> Integer,
         last_error -> Nullable<Text>,
         next_attempt_at -> Nullable<Timestamptz>,
-        sent_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -1,14 +1,15 @@
 //! Publishes outbox rows. Safe with many replicas: one relay at a time holds the publishing
 //! lock (a transaction-scoped advisory lock), claims rows in `seq` order with
 //! `FOR UPDATE SKIP LOCKED`, publishes each key's rows in order and stops a key at its first
-//! failure, so a later event never overtakes an earlier one of the same task.
+//! failure, so a later event never overtakes an earlier one of the same task. What it sent moves
+//! to `outbox_sent` in the same transaction, so `outbox` holds only what is still to be sent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::pg::PgNotification;
-use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Double, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::{FutureExt, StreamExt};
@@ -16,7 +17,6 @@ use taskflow_db::prepared::Prepare;
 use taskflow_db::DbPool;
 use taskflow_kafka::publisher::{Outbound, PublishError, Publisher};
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use super::retention::{self, PublishedBy};
 use super::{EventPathHealth, RelayWakeup};
@@ -39,19 +39,28 @@ const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 /// in `seq` order and the first failure stops them. It must cost O(claimed rows) whatever the
 /// statistics say: they are taken while the relay keeps up, so after a burst the planner thinks
 /// the backlog is a few rows.
-/// - Only a waiting row has a future `next_attempt_at` (it is cleared when a row is sent), and
-///   the lookup names nothing else, so only `outbox_waiting` can answer it (when it also said
-///   `sent_at IS NULL`, the planner read the whole unsent index for it on every pass). It is
+/// - Only a waiting row has a `next_attempt_at`, and the lookup names nothing else, so only
+///   `outbox_waiting` can answer it (when it could also use the claim's index, the planner read
+///   the whole backlog for it on every pass). It is
 ///   hashed once per pass: as a NOT EXISTS, a plan without sorts compares every row with every
 ///   waiting key (322 ms for 500 rows with 2,500 keys waiting, against 2.5 ms).
-/// - The pass runs with sorts disabled ([`LOCK`]), so the rows come from the unsent index in
+/// - The pass runs with sorts disabled ([`LOCK`]), so the rows come from the primary key in
 ///   `seq` order instead of the whole backlog being read and sorted.
-pub const CLAIM: &str = "SELECT id, topic, message_key, payload::text AS payload, \
+pub const CLAIM: &str = "SELECT seq, topic, message_key, payload::text AS payload, \
             payload->>'traceparent' AS traceparent \
-     FROM outbox o WHERE sent_at IS NULL \
-       AND (topic, message_key) NOT IN ( \
+     FROM outbox o WHERE (topic, message_key) NOT IN ( \
          SELECT topic, message_key FROM outbox WHERE next_attempt_at > now()) \
      ORDER BY seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
+
+/// Move the sent rows (by `seq`) to the retained table. `sent_at` is the clock, not now() (this
+/// transaction's start, before the claim): every row here has been acknowledged by then, so it
+/// is when the row was on Kafka at the latest.
+const MOVE_SENT: &str = "WITH sent AS (DELETE FROM outbox WHERE seq = ANY($1) \
+       RETURNING seq, id, topic, message_key, event_type, payload, created_at, attempts, last_error) \
+     INSERT INTO outbox_sent (seq, id, topic, message_key, event_type, payload, created_at, \
+                              attempts, last_error, sent_at) \
+     SELECT seq, id, topic, message_key, event_type, payload, created_at, attempts, last_error, \
+            clock_timestamp() FROM sent";
 
 /// The publishing lock, and the planner setting the claim needs, for this transaction only.
 pub const LOCK: &str =
@@ -59,8 +68,8 @@ pub const LOCK: &str =
 
 #[derive(Debug, QueryableByName)]
 struct Pending {
-    #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
     #[diesel(sql_type = Text)]
     topic: String,
     #[diesel(sql_type = Text)]
@@ -172,15 +181,12 @@ impl Relay {
             };
             phase("claim", claim.as_secs_f64());
             phase("publish", (started.elapsed() - claim).as_secs_f64());
-            for row in rows.iter().filter(|r| outcome.sent.contains(&r.id)) {
+            for row in rows.iter().filter(|r| outcome.sent.contains(&r.seq)) {
                 metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
             }
             if !outcome.sent.is_empty() {
-                // The clock, not now() (this transaction's start, before the claim): every row
-                // here has been acknowledged by then, so sent_at is when it was on Kafka at latest.
-                // next_attempt_at is cleared: only a row that waits for its retry has one.
-                diesel::sql_query("UPDATE outbox SET sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = ANY($1)")
-                    .bind::<diesel::sql_types::Array<SqlUuid>, _>(&outcome.sent)
+                diesel::sql_query(MOVE_SENT)
+                    .bind::<diesel::sql_types::Array<BigInt>, _>(&outcome.sent)
                     .prepared()
                     .execute(conn)
                     .await?;
@@ -191,9 +197,9 @@ impl Relay {
                 diesel::sql_query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
                      next_attempt_at = clock_timestamp() + make_interval(secs => least($3, 0.1 * power(2, least(attempts, 30)))) \
-                     WHERE id = $1",
+                     WHERE seq = $1",
                 )
-                .bind::<SqlUuid, _>(row.id)
+                .bind::<BigInt, _>(row.seq)
                 .bind::<Text, _>(error.to_string())
                 .bind::<Double, _>(max_backoff)
                 .prepared()
@@ -238,14 +244,14 @@ impl Relay {
     /// Update the backlog gauges; returns how many rows wait for a retry.
     async fn refresh_backlog(&self) -> anyhow::Result<i64> {
         let mut conn = self.pool.get().await?;
-        // ORDER BY seq pins the partial index on unsent rows, so this costs O(pending) even when
-        // stale statistics make the planner expect many unsent rows and prefer scanning the
-        // whole table (sent rows are retained for OUTBOX_RETENTION_HOURS).
+        // ORDER BY seq pins the primary key, so this costs O(pending) even when stale statistics
+        // make the planner prefer scanning the heap, which keeps the size of the largest backlog
+        // (the outbox is created with vacuum_truncate off).
         let backlog: Backlog = diesel::sql_query(
             "SELECT count(*) AS pending, \
                     count(*) FILTER (WHERE next_attempt_at > now()) AS delayed, \
                     coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds \
-             FROM (SELECT created_at, next_attempt_at FROM outbox WHERE sent_at IS NULL ORDER BY seq) unsent",
+             FROM (SELECT created_at, next_attempt_at FROM outbox ORDER BY seq) unsent",
         )
         .prepared()
         .get_result(&mut conn)
@@ -414,7 +420,8 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 }
 
 struct Outcome<'a> {
-    sent: Vec<Uuid>,
+    /// The `seq` of each row sent.
+    sent: Vec<i64>,
     failed: Vec<(&'a Pending, PublishError)>,
 }
 
@@ -447,7 +454,7 @@ async fn publish_in_key_order<'a>(
             if let Err(e) = publisher.publish(message).await {
                 return (sent, Some((row, e)));
             }
-            sent.push(row.id);
+            sent.push(row.seq);
         }
         (sent, None)
     });

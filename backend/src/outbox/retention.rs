@@ -1,7 +1,8 @@
-//! What the outbox and its neighbours no longer need. With the built-in relay a row may go once
-//! it was sent longer than `OUTBOX_RETENTION_HOURS` ago; with `EVENT_PUBLISHER=debezium` nothing
-//! in this process publishes and no row is ever marked sent, because Debezium reads committed
-//! rows from the write-ahead log, never from the table: every row older than the retention goes.
+//! What the outbox and its neighbours no longer need. With the built-in relay a sent row (moved
+//! to `outbox_sent`) goes once it was sent longer than `OUTBOX_RETENTION_HOURS` ago; with
+//! `EVENT_PUBLISHER=debezium` nothing in this process publishes and no row is ever moved, because
+//! Debezium reads committed rows from the write-ahead log, never from the table: every row older
+//! than the retention goes.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::sync::watch;
 /// Who publishes the outbox's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishedBy {
-    /// The relay: unsent rows stay until they are sent.
+    /// The relay: unsent rows stay in `outbox` until they are sent.
     Relay,
     /// Debezium, from the write-ahead log: a committed row is already on its way.
     ChangeCapture,
@@ -31,7 +32,7 @@ pub async fn prune(pool: &DbPool, retention: Duration, by: PublishedBy) -> anyho
     // between the index and a scan.
     let sql = match by {
         PublishedBy::Relay => format!(
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => {hours})"
+            "DELETE FROM outbox_sent WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => {hours})"
         ),
         PublishedBy::ChangeCapture => {
             format!("DELETE FROM outbox WHERE created_at < now() - make_interval(hours => {hours})")

@@ -78,11 +78,7 @@ async fn patch(app: &TestApp, id: &str, path: &str, body: Value) -> reqwest::Res
 /// Wait until the outbox has nothing left to publish.
 async fn drained(app: &TestApp) {
     for _ in 0..300 {
-        if app
-            .count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
-            .await
-            == 0
-        {
+        if app.count("SELECT count(*) AS n FROM outbox").await == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -314,6 +310,14 @@ async fn each_change_yields_one_event_in_order_with_the_envelope() {
         .iter()
         .all(|n| n.body["type"] == "com.taskflow.task.changed"));
     drained(&app).await;
+    // What was sent moved to the retained table, under the id the broker carries.
+    for e in events.iter().chain(&notices) {
+        let id = e.body["id"].as_str().unwrap();
+        let sql = format!(
+            "SELECT count(*) AS n FROM outbox_sent WHERE id = '{id}' AND sent_at >= created_at"
+        );
+        assert_eq!(app.count(&sql).await, 1, "{id}");
+    }
 }
 
 #[tokio::test]
@@ -436,8 +440,7 @@ async fn dapr_sidecar_failing_then_recovering_loses_nothing() {
     );
     assert!(metrics.contains("outbox_oldest_pending_age_seconds"));
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
-            .await,
+        app.count("SELECT count(*) AS n FROM outbox").await,
         2 * BURST_EVENTS as i64
     );
 
@@ -513,10 +516,8 @@ async fn broker_outage_while_500_tasks_are_written_loses_nothing() {
     let ids = write_burst(&app).await;
     degraded(&app).await;
     assert_eq!(
-        app.count(
-            "SELECT count(*) AS n FROM outbox WHERE topic = 'task-events' AND sent_at IS NULL"
-        )
-        .await,
+        app.count("SELECT count(*) AS n FROM outbox WHERE topic = 'task-events'")
+            .await,
         BURST_EVENTS as i64
     );
 
@@ -575,11 +576,7 @@ async fn an_idle_relay_reports_an_unreachable_broker() {
     assert_eq!(status["checks"]["database"], "ok");
     // The API keeps serving; the event waits in the outbox.
     app.create(USER, json!({"title": "queued"})).await;
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
-            .await,
-        2
-    );
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);
 }
 
 /// Until the relay has gone idle listening: it arms other writers' NOTIFY only after LISTEN.
@@ -658,13 +655,14 @@ async fn with_debezium_publishing_nothing_here_publishes_and_rows_go_by_age() {
     let app = spawn_with(s).await;
     create_tasks(&app, "cdc", 2).await;
     // The broker is up: a relay would have sent the rows within milliseconds of the commit.
-    // Debezium reads the WAL instead, so they are never marked sent here.
+    // Debezium reads the WAL instead, so they are never moved to the sent rows here.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND attempts = 0")
+        app.count("SELECT count(*) AS n FROM outbox WHERE attempts = 0")
             .await,
         4
     );
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox_sent").await, 0);
     let ready = app.anonymous(Method::GET, "/ready").send().await.unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     // Unsent rows past the retention go too: the connector took them from the WAL at commit.
@@ -697,10 +695,15 @@ async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
     let app = spawn_with(settings(&database)).await;
     create_tasks(&app, "prune", 3).await;
     // Two sent long ago, two sent recently, two never sent (all old).
+    app.execute("UPDATE outbox SET created_at = now() - interval '200 hours'")
+        .await;
     app.execute(
-        "UPDATE outbox SET created_at = now() - interval '200 hours', \
-         sent_at = CASE WHEN seq <= 2 THEN now() - interval '100 hours' \
-                        WHEN seq <= 4 THEN now() - interval '1 hour' END",
+        "WITH sent AS (DELETE FROM outbox WHERE seq <= 4 RETURNING *) \
+         INSERT INTO outbox_sent (seq, id, topic, message_key, event_type, payload, created_at, \
+                                  attempts, sent_at) \
+         SELECT seq, id, topic, message_key, event_type, payload, created_at, attempts, \
+                CASE WHEN seq <= 2 THEN now() - interval '100 hours' \
+                     ELSE now() - interval '1 hour' END FROM sent",
     )
     .await;
     app.execute(
@@ -721,17 +724,13 @@ async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
         Arc::new(EventPathHealth::default()),
     );
     relay.prune().await.unwrap();
-    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 4);
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM outbox WHERE seq <= 2")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+        app.count("SELECT count(*) AS n FROM outbox_sent WHERE seq > 2")
             .await,
         2
     );
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox_sent").await, 2);
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);
     assert_eq!(
         app.count("SELECT count(*) AS n FROM idempotency_keys WHERE idempotency_key = 'old'")
             .await,
@@ -784,7 +783,7 @@ async fn one_failing_key_holds_up_only_itself() {
     assert_eq!(healthy.len(), 20, "other keys flow while one key fails");
     assert_eq!(
         app.count(&format!(
-            "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND message_key = '{stuck_id}'"
+            "SELECT count(*) AS n FROM outbox WHERE message_key = '{stuck_id}'"
         ))
         .await,
         60,
@@ -807,15 +806,10 @@ async fn one_failing_key_holds_up_only_itself() {
     assert_eq!(events.len(), 31);
     assert_once_and_in_order(&events);
     drained(&app).await;
-    // What the claim relies on: a sent row has no retry time, while its attempts stay on record.
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM outbox WHERE next_attempt_at IS NOT NULL")
-            .await,
-        0
-    );
+    // The sent rows keep their failed attempts on record.
     assert!(
         app.count(&format!(
-            "SELECT max(attempts)::int8 AS n FROM outbox WHERE message_key = '{stuck_id}'"
+            "SELECT max(attempts)::int8 AS n FROM outbox_sent WHERE message_key = '{stuck_id}'"
         ))
         .await
             > 0
@@ -973,7 +967,7 @@ async fn a_fatal_producer_error_is_survived() {
     assert_once_and_in_order(&events);
     drained(&app).await;
     assert!(
-        app.count("SELECT count(*) AS n FROM outbox WHERE attempts > 0")
+        app.count("SELECT count(*) AS n FROM outbox_sent WHERE attempts > 0")
             .await
             > 0,
         "the injected error made a publish fail"

@@ -115,7 +115,7 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
-    /// Outbox rows on `topic` as (event type, CloudEvent payload), in publish order.
+    /// Outbox rows on `topic`, sent or not, as (event type, CloudEvent payload), in publish order.
     pub async fn outbox(&self, topic: &str) -> Vec<(String, Value)> {
         #[derive(QueryableByName)]
         struct Row {
@@ -126,7 +126,10 @@ impl TestApp {
         }
         let mut conn = self.pool.get().await.unwrap();
         let rows: Vec<Row> = diesel::sql_query(
-            "SELECT event_type, payload::text AS payload FROM outbox WHERE topic = $1 ORDER BY seq",
+            "SELECT event_type, payload::text AS payload FROM ( \
+               SELECT seq, topic, event_type, payload FROM outbox UNION ALL \
+               SELECT seq, topic, event_type, payload FROM outbox_sent) o \
+             WHERE topic = $1 ORDER BY seq",
         )
         .bind::<Text, _>(topic)
         .load(&mut conn)

@@ -185,12 +185,15 @@ pub async fn occurrences(pool: &DbPool, series: Uuid) -> Vec<TaskRow> {
     rows
 }
 
-/// Outbox rows of `event_type` (e.g. `com.taskflow.task.created`) about `task`.
+/// Outbox rows, sent or not, of `event_type` (e.g. `com.taskflow.task.created`) about `task`.
 pub async fn outbox_events(pool: &DbPool, event_type: &str, task: Uuid) -> i64 {
     count(
         pool,
         &format!(
-            "SELECT count(*) AS n FROM outbox WHERE topic = 'task-events' \
+            "SELECT count(*) AS n FROM ( \
+               SELECT topic, event_type, payload FROM outbox UNION ALL \
+               SELECT topic, event_type, payload FROM outbox_sent) o \
+             WHERE topic = 'task-events' \
              AND event_type = '{event_type}' AND payload->'data'->>'task_id' = '{task}'"
         ),
     )
