@@ -2,7 +2,7 @@
 //! to `outbox_sent`) goes once it was sent longer than `OUTBOX_RETENTION_HOURS` ago; with
 //! `EVENT_PUBLISHER=debezium` nothing in this process publishes and no row is ever moved, because
 //! Debezium reads committed rows from the write-ahead log, never from the table: every row older
-//! than the retention goes.
+//! than the retention goes, and so do the sent rows of a relay that ran before.
 
 use std::time::Duration;
 
@@ -30,15 +30,19 @@ pub async fn prune(pool: &DbPool, retention: Duration, by: PublishedBy) -> anyho
     // The cutoff is in the text, not a parameter: the API's sessions plan parameters
     // generically (taskflow_db::pool::generic_plans), and how many rows this deletes decides
     // between the index and a scan.
-    let sql = match by {
-        PublishedBy::Relay => format!(
-            "DELETE FROM outbox_sent WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => {hours})"
-        ),
-        PublishedBy::ChangeCapture => {
-            format!("DELETE FROM outbox WHERE created_at < now() - make_interval(hours => {hours})")
-        }
-    };
-    let pruned = diesel::sql_query(sql).execute(&mut conn).await?;
+    // With Debezium too: what a relay sent before the switch.
+    let mut pruned = diesel::sql_query(format!(
+        "DELETE FROM outbox_sent WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(hours => {hours})"
+    ))
+    .execute(&mut conn)
+    .await?;
+    if by == PublishedBy::ChangeCapture {
+        pruned += diesel::sql_query(format!(
+            "DELETE FROM outbox WHERE created_at < now() - make_interval(hours => {hours})"
+        ))
+        .execute(&mut conn)
+        .await?;
+    }
     let keys = crate::idempotency::prune(&mut conn).await?;
     let processed = taskflow_db::processed::prune(&mut conn).await?;
     if pruned + keys + processed > 0 {

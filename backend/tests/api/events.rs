@@ -668,6 +668,13 @@ async fn with_debezium_publishing_nothing_here_publishes_and_rows_go_by_age() {
     // Unsent rows past the retention go too: the connector took them from the WAL at commit.
     app.execute("UPDATE outbox SET created_at = now() - interval '100 hours' WHERE seq <= 2")
         .await;
+    // And what a relay sent before the switch, once past it.
+    app.execute(
+        "INSERT INTO outbox_sent (seq, id, topic, message_key, event_type, payload, sent_at) \
+         SELECT seq, id, topic, message_key, event_type, payload, now() - interval '100 hours' \
+         FROM outbox WHERE seq = 3",
+    )
+    .await;
     retention::prune(
         &app.pool,
         Duration::from_secs(72 * 3600),
@@ -681,6 +688,7 @@ async fn with_debezium_publishing_nothing_here_publishes_and_rows_go_by_age() {
             .await,
         0
     );
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox_sent").await, 0);
 }
 
 #[tokio::test]
