@@ -33,9 +33,11 @@ async function api(method, path, body) {
   return res.status === 204 ? null : res.json();
 }
 
-// The next Monday at least two days ahead, 09:00, as a datetime-local value.
+// The next Monday at least two days ahead in Europe/Berlin, 09:00, as a datetime-local value.
+// Counted from three UTC days ahead: Berlin's date runs up to a day ahead of UTC's, and the card
+// says "tomorrow" for a Monday one Berlin day away (this failed on a Saturday at 23:15 UTC).
 function nextMonday() {
-  const d = new Date(Date.now() + 2 * 86_400_000);
+  const d = new Date(Date.now() + 3 * 86_400_000);
   while (d.getUTCDay() !== 1) d.setUTCDate(d.getUTCDate() + 1);
   return `${d.toISOString().slice(0, 10)}T09:00`;
 }
