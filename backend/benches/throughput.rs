@@ -1259,9 +1259,9 @@ impl Bench<'_> {
     }
 
     /// For each create, from its response to the broker's acknowledgement of its `created` event:
-    /// the relay stamps `sent_at` from the clock once every row of its batch is acknowledged (and
-    /// moves the row to `outbox_sent`), so
-    /// this is an upper bound. Zero when the event was on Kafka before the response arrived.
+    /// the relay stamps `sent_at` from the clock (moving the row to `outbox_sent`) once every row
+    /// of its batch is acknowledged, so this is an upper bound. Zero when the event was on Kafka
+    /// before the response arrived.
     async fn acknowledged(
         &self,
         user: &str,

@@ -245,7 +245,9 @@ async fn publisher(settings: &Settings) -> anyhow::Result<Arc<dyn Publisher>> {
             let kafka =
                 KafkaPublisher::new(brokers, settings.publish_timeout, settings.compression)
                     .context("creating the Kafka producer")?;
-            // Connect now, so the first event does not pay for the producer's start-up.
+            // Connect now, so the first event does not pay for the connection. An idempotent
+            // producer still holds messages until it has its producer id, up to 500 ms after it
+            // was created (README "Performance", section "last").
             if let Err(e) = kafka.check().await {
                 tracing::warn!(error = %e, "Kafka not reachable yet; events wait in the outbox");
             }
