@@ -56,14 +56,20 @@ pub struct TaskRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A task's stored recurrence as read, or `None` with the error logged: a task whose rule cannot
+/// be read is still shown and edited, as a task without one.
+pub fn readable_recurrence(
+    task: Uuid,
+    read: Result<Recurrence, serde_json::Error>,
+) -> Option<Recurrence> {
+    read.map_err(|e| tracing::error!(%task, error = %e, "stored recurrence is unreadable"))
+        .ok()
+}
+
 impl TaskRow {
     pub fn recurrence(&self) -> Option<Recurrence> {
         // From the borrowed value: no copy of the JSON tree per read.
-        Recurrence::deserialize(self.recurrence.as_ref()?)
-            .map_err(
-                |e| tracing::error!(task = %self.id, error = %e, "stored recurrence is unreadable"),
-            )
-            .ok()
+        readable_recurrence(self.id, Recurrence::deserialize(self.recurrence.as_ref()?))
     }
 
     pub fn snapshot(&self) -> TaskSnapshot {

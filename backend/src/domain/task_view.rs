@@ -10,22 +10,24 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A task, as every task endpoint returns it.
+// Borrows its text from where the task was read (a `TaskRow`, or a list page's row in
+// `crate::listing`): writing it copies no string. (Doc comments here become the OpenAPI text.)
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[schema(as = Task)]
-pub struct TaskView {
+pub struct TaskView<'a> {
     pub id: Uuid,
-    pub user_id: String,
-    pub title: String,
-    pub description: Option<String>,
+    pub user_id: &'a str,
+    pub title: &'a str,
+    pub description: Option<&'a str>,
     pub completed: bool,
     #[serde(serialize_with = "rfc3339_opt")]
     pub completed_at: Option<DateTime<Utc>>,
     pub priority: Priority,
-    pub tags: Vec<String>,
+    pub tags: Vec<&'a str>,
     #[serde(serialize_with = "rfc3339_opt")]
     pub due_at: Option<DateTime<Utc>>,
     /// IANA time zone used for recurrence and display.
-    pub timezone: String,
+    pub timezone: &'a str,
     pub reminder_minutes_before: Option<i32>,
     /// The series' schedule with a human summary; the same object on every occurrence.
     pub recurrence: Option<RecurrenceView>,
@@ -58,21 +60,20 @@ fn rfc3339_opt<S: Serializer>(
     }
 }
 
-impl From<TaskRow> for TaskView {
-    /// By value: a list page moves its rows' strings into the views instead of copying them.
-    fn from(row: TaskRow) -> Self {
+impl<'a> From<&'a TaskRow> for TaskView<'a> {
+    fn from(row: &'a TaskRow) -> Self {
         TaskView {
             recurrence: row.recurrence().map(RecurrenceView::from),
             priority: Priority::from_rank(row.priority).unwrap_or(Priority::None),
             id: row.id,
-            user_id: row.user_id,
-            title: row.title,
-            description: row.description,
+            user_id: &row.user_id,
+            title: &row.title,
+            description: row.description.as_deref(),
             completed: row.completed,
             completed_at: row.completed_at,
-            tags: row.tags,
+            tags: row.tags.iter().map(String::as_str).collect(),
             due_at: row.due_at,
-            timezone: row.timezone,
+            timezone: &row.timezone,
             reminder_minutes_before: row.reminder_minutes_before,
             series_id: row.series_id,
             occurrence: row.occurrence,
@@ -80,12 +81,6 @@ impl From<TaskRow> for TaskView {
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
-    }
-}
-
-impl From<&TaskRow> for TaskView {
-    fn from(row: &TaskRow) -> Self {
-        TaskView::from(row.clone())
     }
 }
 
