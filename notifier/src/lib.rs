@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use prometheus::Registry;
 use serde_json::json;
 use shared_events::topics::{REMINDERS, REMINDERS_DLQ};
-use taskflow_db::effects::{Delivery, Handler, HandlerError};
+use taskflow_db::effects::{AfterCommit, Delivery, Handler, HandlerError};
 use taskflow_db::jobs::{self, JobRunner, RunnerSettings};
 use taskflow_db::kv::KeyValueStore;
 use taskflow_db::notifications;
@@ -92,7 +92,7 @@ impl Handler for ReminderHandler {
         &'a self,
         conn: &'a mut AsyncPgConnection,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    ) -> BoxFuture<'a, Result<Option<AfterCommit>, HandlerError>> {
         Box::pin(async move {
             let reminder = delivery.reminder()?;
             let prefs = preferences::load_on(self.store.as_ref(), conn, &reminder.user_id)
@@ -110,7 +110,7 @@ impl Handler for ReminderHandler {
                 notifications::insert(conn, delivery.event.id, &event, reminder, channels).await?
             else {
                 tracing::info!(event = %delivery.event.id, reminder = %reminder.reminder_id, "reminder firing already notified");
-                return Ok(());
+                return Ok(None);
             };
             if webhook {
                 let payload = json!({ "notification_id": n.id });
@@ -123,9 +123,11 @@ impl Handler for ReminderHandler {
                 )
                 .await?;
             }
-            self.metrics.delivered(Channel::InApp, n.remind_at);
-            tracing::info!(notification = %n.id, reminder = %n.reminder_id, task = %n.task_id, user = %n.user_id, channel = "in_app", attempts = 1, outcome = "delivered", "notification delivered");
-            Ok(())
+            let metrics = self.metrics.clone();
+            Ok(Some(Box::new(move || {
+                metrics.delivered(Channel::InApp, n.remind_at);
+                tracing::info!(notification = %n.id, reminder = %n.reminder_id, task = %n.task_id, user = %n.user_id, channel = "in_app", attempts = 1, outcome = "delivered", "notification delivered");
+            }) as AfterCommit))
         })
     }
 }

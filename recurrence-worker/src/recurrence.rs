@@ -6,7 +6,7 @@ use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use shared_events::{TaskEvent, TaskEventType};
-use taskflow_db::effects::{Delivery, Handler, HandlerError};
+use taskflow_db::effects::{AfterCommit, Delivery, Handler, HandlerError};
 use taskflow_db::{outbox, reminders, tasks};
 
 /// What the worker did with a `completed` event, for logs and metrics.
@@ -109,24 +109,26 @@ impl Handler for RecurrenceHandler {
         &'a self,
         conn: &'a mut AsyncPgConnection,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    ) -> BoxFuture<'a, Result<Option<AfterCommit>, HandlerError>> {
         Box::pin(async move {
             let event = delivery.task_event()?;
-            self.events
-                .with_label_values(&[event.event_type.as_str()])
-                .inc();
             let outcome =
                 next_occurrence(conn, event, delivery.event.traceparent.as_deref()).await?;
-            match outcome {
-                Outcome::Created => self.created.inc(),
-                Outcome::SeriesEnded => self.ended.inc(),
-                Outcome::AlreadyCreated => {}
+            let seen = self.events.with_label_values(&[event.event_type.as_str()]);
+            let counted = match &outcome {
+                Outcome::Created => Some(self.created.clone()),
+                Outcome::SeriesEnded => Some(self.ended.clone()),
+                Outcome::AlreadyCreated => None,
                 Outcome::Skipped(reason) => {
-                    self.skipped.with_label_values(&[reason.as_str()]).inc()
+                    Some(self.skipped.with_label_values(&[reason.as_str()]))
                 }
-            }
-            tracing::info!(task = %event.task_id, series = %event.series_id, ?outcome, "completion handled");
-            Ok(())
+            };
+            let (task, series) = (event.task_id, event.series_id);
+            Ok(Some(Box::new(move || {
+                seen.inc();
+                counted.iter().for_each(IntCounter::inc);
+                tracing::info!(%task, %series, ?outcome, "completion handled");
+            }) as AfterCommit))
         })
     }
 }

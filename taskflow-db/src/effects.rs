@@ -76,6 +76,11 @@ impl From<DieselError> for HandlerError {
     }
 }
 
+/// What a handler does once its transaction has committed, such as counting the effect in its
+/// metrics. Not inside the transaction: a batch that rolls back runs its earlier deliveries
+/// again, and what they counted the first time would be counted twice.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
 /// The effect of an event, run on the connection of the transaction that records it.
 pub trait Handler: Send + Sync {
     /// Whether `delivery` can have an effect at all. One that cannot is acknowledged without a
@@ -88,7 +93,7 @@ pub trait Handler: Send + Sync {
         &'a self,
         conn: &'a mut AsyncPgConnection,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+    ) -> BoxFuture<'a, Result<Option<AfterCommit>, HandlerError>>;
 }
 
 /// What became of an event that did not fail.
@@ -164,26 +169,31 @@ pub async fn handle_batch(
             let run = conn
                 .transaction::<_, Failed, _>(async |conn| {
                     let mut done = Vec::with_capacity(end - start);
+                    let mut after_commit = Vec::new();
                     for at in start..end {
                         if at > start && !keep_going() {
                             break;
                         }
                         done.push(if wanted[at] {
-                            record_and_handle(conn, consumer, handler, deliveries[at])
-                                .await
-                                .map_err(|error| Failed {
-                                    at: Some(at),
-                                    error,
-                                })?
+                            let (handled, after) =
+                                record_and_handle(conn, consumer, handler, deliveries[at])
+                                    .await
+                                    .map_err(|error| Failed {
+                                        at: Some(at),
+                                        error,
+                                    })?;
+                            after_commit.extend(after);
+                            handled
                         } else {
                             Handled::Ignored
                         });
                     }
-                    Ok(done)
+                    Ok((done, after_commit))
                 })
                 .await;
             match run {
-                Ok(done) => {
+                Ok((done, after_commit)) => {
+                    after_commit.into_iter().for_each(|after| after());
                     let cut = start + done.len() < end;
                     start += done.len();
                     outcome.done.extend(done.into_iter().map(Ok));
@@ -243,10 +253,10 @@ async fn record_and_handle(
     consumer: &str,
     handler: &dyn Handler,
     delivery: Delivery<'_>,
-) -> Result<Handled, HandlerError> {
+) -> Result<(Handled, Option<AfterCommit>), HandlerError> {
     if !processed::first_time(conn, consumer, delivery.event.id).await? {
-        return Ok(Handled::Duplicate);
+        return Ok((Handled::Duplicate, None));
     }
-    handler.handle(conn, delivery).await?;
-    Ok(Handled::Applied)
+    let after = handler.handle(conn, delivery).await?;
+    Ok((Handled::Applied, after))
 }

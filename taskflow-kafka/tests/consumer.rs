@@ -25,7 +25,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use shared_events::topics::{dead_letter_topic, TopicSpec};
 use shared_events::{CloudEvent, TaskEventType, TaskSnapshot};
-use taskflow_db::effects::{Delivery, Handler, HandlerError};
+use taskflow_db::effects::{AfterCommit, Delivery, Handler, HandlerError};
 use taskflow_db::DbPool;
 use taskflow_kafka::consumer::{ConsumerMetrics, ConsumerSettings, EventConsumer};
 use taskflow_test_support::kafka::{brokers, group_members, read, Received};
@@ -147,6 +147,8 @@ struct Recorder {
     name: String,
     /// Every call, in order.
     calls: Mutex<Vec<Uuid>>,
+    /// Every after-commit action that ran, in order.
+    counted: Arc<Mutex<Vec<Uuid>>>,
     rule: Rule,
     /// Fail this event's first attempt after its effect was written, before the commit.
     fail_after_effect: Option<Uuid>,
@@ -159,6 +161,7 @@ impl Recorder {
         Arc::new(Recorder {
             name: name.to_owned(),
             calls: Mutex::new(Vec::new()),
+            counted: Arc::default(),
             rule,
             fail_after_effect: None,
             first_call_takes: Duration::ZERO,
@@ -172,6 +175,10 @@ impl Recorder {
     fn calls(&self) -> Vec<Uuid> {
         self.calls.lock().unwrap().clone()
     }
+
+    fn counted(&self) -> Vec<Uuid> {
+        self.counted.lock().unwrap().clone()
+    }
 }
 
 impl Handler for Recorder {
@@ -179,7 +186,7 @@ impl Handler for Recorder {
         &'a self,
         conn: &'a mut AsyncPgConnection,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    ) -> BoxFuture<'a, Result<Option<AfterCommit>, HandlerError>> {
         Box::pin(async move {
             let id = delivery.event.id;
             let attempt = {
@@ -201,7 +208,10 @@ impl Handler for Recorder {
             if self.fail_after_effect == Some(id) && attempt == 1 {
                 return Err(HandlerError::Transient("crash before commit".into()));
             }
-            Ok(())
+            let counted = self.counted.clone();
+            Ok(Some(
+                Box::new(move || counted.lock().unwrap().push(id)) as AfterCommit
+            ))
         })
     }
 }
@@ -713,9 +723,12 @@ async fn waiting_messages_share_a_transaction_and_a_refused_one_is_not_run_twice
     let first = per_transaction[0] as usize;
     assert!((1..=20).contains(&first), "{per_transaction:?}");
     let mut want = vec![first as i64];
+    // The events before the refused one in its batch run twice: rolled back, then on their own.
+    let mut run_twice = 0;
     for start in (first..50).step_by(20) {
         let end = (start + 20).min(50);
         if (start..end).contains(&30) {
+            run_twice = 30 - start;
             want.extend(
                 [30 - start, end - 31]
                     .iter()
@@ -729,6 +742,14 @@ async fn waiting_messages_share_a_transaction_and_a_refused_one_is_not_run_twice
     assert_eq!(per_transaction, want);
     let calls = handler.calls();
     assert_eq!(calls.iter().filter(|c| **c == refused).count(), 1);
+    assert_eq!(calls.len(), 50 + run_twice, "{per_transaction:?}");
+    // What a handler counts after the commit counts each effect once, re-run or not.
+    let mut counted = handler.counted();
+    counted.sort();
+    let mut handled = ids.clone();
+    handled.retain(|id| *id != refused);
+    handled.sort();
+    assert_eq!(counted, handled);
     await_counts(&running, 49, 1).await;
     running.stop().await;
     assert_eq!(fx.committed().await, [50]);

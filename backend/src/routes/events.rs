@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use shared_events::topics::{dead_letter_topic, TASK_EVENTS};
-use taskflow_db::effects::{Delivery, Handler, HandlerError};
+use taskflow_db::effects::{AfterCommit, Delivery, Handler, HandlerError};
 use taskflow_db::DbPool;
 use taskflow_runtime::dapr::{self, Refused, Routes, Subscription};
 
@@ -70,11 +70,11 @@ impl Handler for History {
         &'a self,
         conn: &'a mut AsyncPgConnection,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    ) -> BoxFuture<'a, Result<Option<AfterCommit>, HandlerError>> {
         Box::pin(async move {
             let event = delivery.task_event()?;
             taskflow_db::history::record(conn, delivery.event.id, event).await?;
-            Ok(())
+            Ok(None)
         })
     }
 }
