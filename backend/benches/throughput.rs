@@ -44,6 +44,7 @@ use serde_json::{json, Value};
 use shared_events::topics::{TASK_EVENTS, TOPICS};
 use taskflow_db::migrations::create_database;
 use taskflow_db::DbPool;
+use taskflow_test_support::db::EVERY_OUTBOX_ROW;
 use tokio::sync::watch;
 use url::Url;
 use uuid::Uuid;
@@ -699,12 +700,10 @@ fn create_body(i: usize) -> Value {
 async fn pgbench_vars(pool: &DbPool) -> anyhow::Result<Vec<(&'static str, String)>> {
     let mut conn = pool.get().await?;
     let mut payload = async |topic: &str| -> anyhow::Result<String> {
-        Ok(diesel::sql_query(
-            "SELECT payload::text AS v FROM ( \
-               SELECT seq, topic, payload FROM outbox UNION ALL \
-               SELECT seq, topic, payload FROM outbox_sent) o \
-             WHERE topic = $1 AND payload->'data'->>'user_id' = $2 ORDER BY seq DESC LIMIT 1",
-        )
+        Ok(diesel::sql_query(format!(
+            "SELECT payload::text AS v FROM {EVERY_OUTBOX_ROW} \
+             WHERE topic = $1 AND payload->'data'->>'user_id' = $2 ORDER BY seq DESC LIMIT 1"
+        ))
         .bind::<Text, _>(topic)
         .bind::<Text, _>(user(0))
         .get_result::<Setting>(&mut conn)

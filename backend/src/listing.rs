@@ -24,7 +24,7 @@ use crate::domain::task_view::TaskView;
 
 /// About what one task takes in a page's JSON (544 bytes for the bench's tasks, with a one-line
 /// description), so that writing it rarely grows the buffer.
-pub const JSON_BYTES_PER_TASK: usize = 640;
+const JSON_BYTES_PER_TASK: usize = 640;
 
 /// A task of a page, already written as its [`TaskView`] JSON straight from the row's bytes:
 /// decoded into a `TaskRow` first, every row cost about eight allocations (its strings and tags)

@@ -80,6 +80,11 @@ struct Count {
     n: i64,
 }
 
+/// Every outbox row, sent (`outbox_sent`) or not (`outbox`), as a subquery to select from:
+/// `seq`, `topic`, `event_type`, `payload`.
+pub const EVERY_OUTBOX_ROW: &str = "(SELECT seq, topic, event_type, payload FROM outbox \
+     UNION ALL SELECT seq, topic, event_type, payload FROM outbox_sent) every_row";
+
 /// The `n` that `sql` (a `SELECT count(*) AS n ...`) returns.
 pub async fn count(pool: &DbPool, sql: &str) -> i64 {
     let mut conn = pool.get().await.expect("connection");

@@ -11,6 +11,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use taskflow_db::DbPool;
 pub use taskflow_test_support::db::fresh_database;
+use taskflow_test_support::db::EVERY_OUTBOX_ROW;
 
 pub const SECRET: &str = "taskflow-test-secret";
 
@@ -125,12 +126,10 @@ impl TestApp {
             payload: String,
         }
         let mut conn = self.pool.get().await.unwrap();
-        let rows: Vec<Row> = diesel::sql_query(
-            "SELECT event_type, payload::text AS payload FROM ( \
-               SELECT seq, topic, event_type, payload FROM outbox UNION ALL \
-               SELECT seq, topic, event_type, payload FROM outbox_sent) o \
-             WHERE topic = $1 ORDER BY seq",
-        )
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT event_type, payload::text AS payload FROM {EVERY_OUTBOX_ROW} \
+             WHERE topic = $1 ORDER BY seq"
+        ))
         .bind::<Text, _>(topic)
         .load(&mut conn)
         .await

@@ -14,6 +14,7 @@ use shared_events::{CloudEvent, TaskEventType, TaskSnapshot};
 use taskflow_db::prepared::Prepare;
 use taskflow_db::tasks::{self, TaskRow};
 use taskflow_db::DbPool;
+use taskflow_test_support::db::EVERY_OUTBOX_ROW;
 pub use taskflow_test_support::db::{count, fresh_database};
 pub use taskflow_test_support::kafka::{brokers, group_members, producer, read, send};
 pub use taskflow_test_support::process::{metric, Service};
@@ -190,10 +191,7 @@ pub async fn outbox_events(pool: &DbPool, event_type: &str, task: Uuid) -> i64 {
     count(
         pool,
         &format!(
-            "SELECT count(*) AS n FROM ( \
-               SELECT topic, event_type, payload FROM outbox UNION ALL \
-               SELECT topic, event_type, payload FROM outbox_sent) o \
-             WHERE topic = 'task-events' \
+            "SELECT count(*) AS n FROM {EVERY_OUTBOX_ROW} WHERE topic = 'task-events' \
              AND event_type = '{event_type}' AND payload->'data'->>'task_id' = '{task}'"
         ),
     )
