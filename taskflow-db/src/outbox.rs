@@ -1,10 +1,14 @@
 //! The outbox writer: events are inserted in the transaction of the change they describe; the
 //! backend's relay publishes them afterwards.
 
+use std::io::Write;
+
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::QueryFragment;
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::Jsonb;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared_events::envelope::{REMINDER_DUE_TYPE, TASK_CHANGED_TYPE};
 use shared_events::topics::{REMINDERS, TASK_EVENTS, TASK_UPDATES};
@@ -22,7 +26,23 @@ struct NewMessage {
     topic: &'static str,
     message_key: String,
     event_type: String,
-    payload: serde_json::Value,
+    payload: JsonText,
+}
+
+/// A CloudEvent's JSON text bound as `jsonb`. Serialised straight to text: going through
+/// `serde_json::Value` (what diesel's `Jsonb` binds) built a map and a string per field of every
+/// event only to write them out again.
+#[derive(Debug, diesel::expression::AsExpression)]
+#[diesel(sql_type = Jsonb)]
+struct JsonText(String);
+
+impl ToSql<Jsonb, Pg> for JsonText {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        // jsonb's binary input: format version 1, then the text.
+        out.write_all(&[1])?;
+        out.write_all(self.0.as_bytes())?;
+        Ok(IsNull::No)
+    }
 }
 
 impl NewMessage {
@@ -36,8 +56,10 @@ impl NewMessage {
             topic,
             message_key: key,
             event_type: event.event_type.clone(),
-            payload: serde_json::to_value(event)
-                .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?,
+            payload: JsonText(
+                serde_json::to_string(event)
+                    .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?,
+            ),
         })
     }
 }
