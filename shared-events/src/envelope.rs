@@ -170,15 +170,15 @@ impl CloudEvent<Value> {
             source,
         };
         let decoded = if TaskEventType::from_cloudevent_type(&event.event_type).is_some() {
-            let task: TaskEvent = serde_json::from_value(data.clone()).map_err(typed)?;
+            let task = TaskEvent::deserialize(&data).map_err(typed)?;
             if task.schema_version > TASK_EVENT_SCHEMA_VERSION {
                 return Err(DecodeError::SchemaVersion(task.schema_version));
             }
             EventData::Task(Box::new(task))
         } else if event.event_type == REMINDER_DUE_TYPE {
-            EventData::Reminder(serde_json::from_value(data.clone()).map_err(typed)?)
+            EventData::Reminder(ReminderDue::deserialize(&data).map_err(typed)?)
         } else if event.event_type == TASK_CHANGED_TYPE {
-            EventData::Changed(serde_json::from_value(data.clone()).map_err(typed)?)
+            EventData::Changed(TaskChanged::deserialize(&data).map_err(typed)?)
         } else {
             return Err(DecodeError::UnknownType(event.event_type));
         };
