@@ -209,23 +209,31 @@ pub async fn insert_created(
 }
 
 /// How a change request describes the new state.
+#[derive(Clone)]
 pub enum Edit {
     Replace(TaskFields),
     Patch(TaskPatch),
     Complete,
 }
 
-/// Apply an edit. An edit that changes nothing writes nothing and emits nothing.
-pub async fn edit(
-    conn: &mut AsyncPgConnection,
+/// What an edit makes of the task as read.
+enum Edited {
+    Unchanged(TaskRow),
+    Changed {
+        row: TaskRow,
+        event: TaskEventType,
+        /// The version the edit was applied to.
+        read_version: i64,
+    },
+}
+
+/// Apply `edit` to `row` as read; no I/O.
+fn apply(
+    mut row: TaskRow,
     ctx: &Change<'_>,
-    id: Uuid,
     precondition: Precondition,
     edit: Edit,
-) -> Result<TaskRow, ApiError> {
-    let mut row = store::find(conn, ctx.user_id, id, true)
-        .await?
-        .ok_or(NOT_FOUND)?;
+) -> Result<Edited, ApiError> {
     precondition.check(row.version)?;
     let current = fields_of(&row);
     let next = match edit {
@@ -237,21 +245,87 @@ pub async fn edit(
         },
     };
     if next == current {
-        return Ok(row);
+        return Ok(Edited::Unchanged(row));
     }
     let event = if !current.completed && next.completed {
         TaskEventType::Completed
     } else {
         TaskEventType::Updated
     };
+    let read_version = row.version;
     write_fields(&mut row, next, ctx.now);
     row.version += 1;
     row.updated_at = ctx.now;
     // Nothing is read back: the response and the event are this row.
-    let row = row.as_stored();
-    write_and_record(conn, ctx, store::save_statement(&row), event, &row).await?;
-    reminders::sync_for_task(conn, &row).await?;
-    Ok(row)
+    Ok(Edited::Changed {
+        row: row.as_stored(),
+        event,
+        read_version,
+    })
+}
+
+/// Apply an edit in the caller's transaction, the task locked. An edit that changes nothing
+/// writes nothing and emits nothing.
+pub async fn edit(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    id: Uuid,
+    precondition: Precondition,
+    edit: Edit,
+) -> Result<TaskRow, ApiError> {
+    let row = store::find(conn, ctx.user_id, id, true)
+        .await?
+        .ok_or(NOT_FOUND)?;
+    match apply(row, ctx, precondition, edit)? {
+        Edited::Unchanged(row) => Ok(row),
+        Edited::Changed { row, event, .. } => {
+            write_and_record(conn, ctx, store::save_statement(&row), event, &row).await?;
+            reminders::sync_for_task(conn, &row).await?;
+            Ok(row)
+        }
+    }
+}
+
+/// [`edit`] with no transaction, when it is one statement: the task is read without a lock and
+/// written over the version read, with its events and the cancellation of a pending reminder,
+/// all or nothing. So no transaction stays open while this process computes the change (under
+/// load the locking path's sessions waited idle in transaction for it most of their time).
+/// None when it cannot be: the task wants a reminder after the edit (scheduling or moving one
+/// takes several statements), or it changed between the read and the write. Then run [`edit`].
+pub async fn edit_in_one_statement(
+    conn: &mut AsyncPgConnection,
+    ctx: &Change<'_>,
+    id: Uuid,
+    precondition: Precondition,
+    edit: Edit,
+) -> Result<Option<TaskRow>, ApiError> {
+    let row = store::find(conn, ctx.user_id, id, false)
+        .await?
+        .ok_or(NOT_FOUND)?;
+    let (row, event, read_version) = match apply(row, ctx, precondition, edit)? {
+        Edited::Unchanged(row) => return Ok(Some(row)),
+        Edited::Changed { row, .. } if reminders::wanted_for(&row) => return Ok(None),
+        Edited::Changed {
+            row,
+            event,
+            read_version,
+        } => (row, event, read_version),
+    };
+    let snapshot = row.snapshot();
+    let change = outbox::TaskChange {
+        event_type: event,
+        task: &snapshot,
+        traceparent: ctx.traceparent,
+        now: ctx.now,
+    };
+    let wrote = outbox::write_if_with_task_changes(
+        conn,
+        store::save_over_statement(&row, read_version),
+        reminders::cancel_for_task_if_written(row.id),
+        std::slice::from_ref(&change),
+    )
+    .await?;
+    Ok(wrote.then_some(row))
 }
 
 pub async fn delete(

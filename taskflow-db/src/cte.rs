@@ -35,3 +35,41 @@ impl<A, B> QueryId for WithWrite<A, B> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
+
+/// The condition, for `also` and `then` of [`with_write_if`], that `first` wrote.
+pub const FIRST_WROTE: &str = "EXISTS (SELECT FROM first)";
+
+#[derive(Debug, Clone, Copy)]
+pub struct WithWriteIf<A, B, C> {
+    first: A,
+    also: B,
+    then: C,
+}
+
+/// `WITH first AS (<first>), also AS (<also>) <then>`, for a `first` that may write nothing (a
+/// version check): it must return a row for each it writes (`RETURNING`), and `also` and `then`
+/// must each hold to [`FIRST_WROTE`], so that nothing at all is written when it wrote nothing.
+pub fn with_write_if<A, B, C>(first: A, also: B, then: C) -> WithWriteIf<A, B, C> {
+    WithWriteIf { first, also, then }
+}
+
+impl<A, B, C> QueryFragment<Pg> for WithWriteIf<A, B, C>
+where
+    A: QueryFragment<Pg>,
+    B: QueryFragment<Pg>,
+    C: QueryFragment<Pg>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH first AS (");
+        self.first.walk_ast(out.reborrow())?;
+        out.push_sql("), also AS (");
+        self.also.walk_ast(out.reborrow())?;
+        out.push_sql(") ");
+        self.then.walk_ast(out.reborrow())
+    }
+}
+
+impl<A, B, C> QueryId for WithWriteIf<A, B, C> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}

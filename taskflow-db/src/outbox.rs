@@ -6,9 +6,9 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::QueryFragment;
+use diesel::query_builder::{AstPass, QueryFragment};
 use diesel::serialize::{self, IsNull, Output, ToSql};
-use diesel::sql_types::Jsonb;
+use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared_events::envelope::{REMINDER_DUE_TYPE, TASK_CHANGED_TYPE};
 use shared_events::topics::{REMINDERS, TASK_EVENTS, TASK_UPDATES};
@@ -140,6 +140,15 @@ pub async fn write_with_task_changes<W>(
 where
     W: QueryFragment<Pg> + Send,
 {
+    let messages = task_change_messages(changes)?;
+    cte::with_write(write, diesel::insert_into(outbox::table).values(messages))
+        .prepared()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn task_change_messages(changes: &[TaskChange<'_>]) -> QueryResult<Vec<NewMessage>> {
     let mut messages = Vec::with_capacity(2 * changes.len());
     for change in changes {
         let (_, both) = task_change(
@@ -150,11 +159,56 @@ where
         )?;
         messages.extend(both);
     }
-    cte::with_write(write, diesel::insert_into(outbox::table).values(messages))
+    Ok(messages)
+}
+
+/// [`write_with_task_changes`] for a `write` that may write nothing (see
+/// [`crate::cte::with_write_if`]), with `also` beside it: when it writes nothing, neither the
+/// events nor `also` are written. One statement. Returns whether it wrote.
+pub async fn write_if_with_task_changes<W, A>(
+    conn: &mut AsyncPgConnection,
+    write: W,
+    also: A,
+    changes: &[TaskChange<'_>],
+) -> QueryResult<bool>
+where
+    W: QueryFragment<Pg> + Send,
+    A: QueryFragment<Pg> + Send,
+{
+    let messages = task_change_messages(changes)?;
+    let inserted = cte::with_write_if(write, also, InsertIfWritten(&messages))
         .prepared()
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(inserted > 0)
+}
+
+/// `INSERT INTO outbox … SELECT … FROM (VALUES …) WHERE <first wrote>`: an INSERT with VALUES
+/// cannot be conditional, so the rows are selected from a VALUES list instead.
+struct InsertIfWritten<'a>(&'a [NewMessage]);
+
+impl QueryFragment<Pg> for InsertIfWritten<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO outbox (id, topic, message_key, event_type, payload) SELECT * FROM (VALUES ",
+        );
+        for (i, m) in self.0.iter().enumerate() {
+            out.push_sql(if i == 0 { "(" } else { ", (" });
+            out.push_bind_param::<SqlUuid, _>(&m.id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&m.topic)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&m.message_key)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&m.event_type)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Jsonb, _>(&m.payload)?;
+            out.push_sql(")");
+        }
+        out.push_sql(") AS message WHERE ");
+        out.push_sql(cte::FIRST_WROTE);
+        Ok(())
+    }
 }
 
 /// Record that a reminder fired: `com.taskflow.reminder.due` on `reminders`, keyed by the task id.

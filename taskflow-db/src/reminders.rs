@@ -9,13 +9,15 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::query_builder::QueryFragment;
+use diesel::sql_types::{BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use shared_events::ReminderDue;
 use uuid::Uuid;
 
+use crate::cte;
 use crate::jobs::{self, JobError, JobHandler, JobRecord};
 use crate::outbox;
 use crate::prepared::Prepare;
@@ -162,14 +164,27 @@ fn pending(task_id: Uuid) -> PendingOfTask {
 /// reminder any more).
 pub async fn cancel_for_task(conn: &mut AsyncPgConnection, task_id: Uuid) -> QueryResult<()> {
     diesel::update(pending(task_id))
-        .set((
-            reminders::status.eq(ReminderStatus::Cancelled.as_str()),
-            reminders::updated_at.eq(diesel::dsl::now),
-        ))
+        .set(cancelled())
         .prepared()
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// [`cancel_for_task`] as the `also` of [`crate::cte::with_write_if`]: only when `first` wrote.
+pub fn cancel_for_task_if_written(task_id: Uuid) -> impl QueryFragment<Pg> + Send {
+    diesel::update(pending(task_id).filter(diesel::dsl::sql::<Bool>(cte::FIRST_WROTE)))
+        .set(cancelled())
+}
+
+fn cancelled() -> (
+    diesel::dsl::Eq<reminders::status, &'static str>,
+    diesel::dsl::Eq<reminders::updated_at, diesel::dsl::now>,
+) {
+    (
+        reminders::status.eq(ReminderStatus::Cancelled.as_str()),
+        reminders::updated_at.eq(diesel::dsl::now),
+    )
 }
 
 async fn queue_fire(

@@ -183,6 +183,18 @@ pub fn save_statement(row: &TaskRow) -> impl QueryFragment<Pg> + Send + '_ {
     diesel::update(tasks::table.find(row.id)).set(row)
 }
 
+/// [`save_statement`] over the version the row was read at ([`crate::cte::with_write_if`]): it
+/// writes nothing when the task has changed or gone since, and returns the id when it writes.
+pub fn save_over_statement(row: &TaskRow, read_version: i64) -> impl QueryFragment<Pg> + Send + '_ {
+    diesel::update(
+        tasks::table
+            .find(row.id)
+            .filter(tasks::version.eq(read_version)),
+    )
+    .set(row)
+    .returning(tasks::id)
+}
+
 pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
     diesel::delete(tasks::table.find(id)).execute(conn).await
 }

@@ -52,7 +52,7 @@ pub struct TaskBody {
 }
 
 /// Body of `PATCH /tasks/{id}`: a field left out is kept, `null` clears a nullable field.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskPatch {
     #[serde(default, deserialize_with = "present")]

@@ -325,14 +325,19 @@ async fn apply_edit(
         traceparent: traceparent(&req),
         now: Utc::now(),
     };
-    let row = transaction!(pool, &req, |conn| tasks::edit(
-        conn,
-        &ctx,
-        id,
-        precondition,
-        edit
-    )
-    .await)?;
+    let mut pooled = pool.get().await?;
+    let conn: &mut AsyncPgConnection = &mut pooled;
+    let row = match tasks::edit_in_one_statement(conn, &ctx, id, precondition, edit.clone()).await?
+    {
+        Some(row) => row,
+        None => {
+            conn.transaction::<_, ApiError, _>(async |conn| {
+                tasks::edit(conn, &ctx, id, precondition, edit).await
+            })
+            .await?
+        }
+    };
+    wake_relay(&req);
     Ok(task_response(StatusCode::OK, &row))
 }
 

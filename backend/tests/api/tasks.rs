@@ -531,6 +531,58 @@ async fn concurrent_cancels_on_one_series_all_succeed() {
 }
 
 #[tokio::test]
+async fn concurrent_edits_of_one_task_each_apply_once() {
+    let app = spawn_app().await;
+    let task = app.create(USER, json!({"title": "contended"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    // Without If-Match every edit applies, each to the version before it: an edit that lost the
+    // race between its read and its write must neither overwrite the winner nor emit an event.
+    const EDITS: i64 = 16;
+    let path = format!("/{id}");
+    let edits = (0..EDITS).map(|i| {
+        let body = json!({"title": format!("edit {i}"), "tags": [format!("t{i}")]});
+        send(&app, Method::PATCH, &path, Some(body))
+    });
+    let mut answers = Vec::new();
+    for res in futures::future::join_all(edits).await {
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        // The response is the task as that edit left it: its own title with its own tag.
+        let title = body["title"].as_str().unwrap().to_owned();
+        assert_eq!(body["tags"], json!([title.replace("edit ", "t")]));
+        answers.push((body["version"].as_i64().unwrap(), title));
+    }
+    answers.sort();
+    let versions: Vec<i64> = answers.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (2..=EDITS + 1).collect::<Vec<_>>());
+    let current: Value = send(&app, Method::GET, &format!("/{id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["version"], EDITS + 1);
+    assert_eq!(current["title"], answers.last().unwrap().1.as_str());
+
+    // One event per edit, each the task as that edit wrote it.
+    let mut updated: Vec<(i64, String)> = app
+        .outbox("task-events")
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "com.taskflow.task.updated")
+        .map(|(_, e)| {
+            let task = &e["data"]["task"];
+            (
+                task["version"].as_i64().unwrap(),
+                task["title"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    updated.sort();
+    assert_eq!(updated, answers);
+    assert_eq!(app.outbox("task-updates").await.len() as i64, EDITS + 1);
+}
+
+#[tokio::test]
 async fn occurrences_lists_the_next_due_dates_of_the_series() {
     let app = spawn_app().await;
     // Monday 2027-01-04 18:00 in Berlin: every 2 weeks on Monday and Wednesday.
