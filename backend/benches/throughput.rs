@@ -97,14 +97,14 @@ const PGBENCH_CREATE: &str = "\\set u random(1, 100)
 WITH first AS (INSERT INTO tasks (id, user_id, title, description, priority, tags, series_id, created_at, updated_at) VALUES (gen_random_uuid(), 'pgbench-' || :u, :title, :description, 2, '{t1,bench}', gen_random_uuid(), now(), now())) \
 INSERT INTO outbox (id, topic, message_key, event_type, payload) VALUES (gen_random_uuid(), 'task-events', 'pgbench-' || :u, 'com.taskflow.task.created', :event), (gen_random_uuid(), 'task-updates', 'pgbench-' || :u, 'com.taskflow.task.changed', :notice);
 ";
-/// pgbench: one update as the API does it (lock the task, then update it and write its two
-/// outbox rows in one statement).
+/// pgbench: one update as the API does it for a task without a reminder (read the task, then
+/// write it over the version read, with its two outbox rows and the cancellation of a pending
+/// reminder, in one statement that writes nothing if the version moved).
 const PGBENCH_UPDATE: &str = "\\set i random(1, 10000)
-BEGIN;
-SELECT version FROM tasks WHERE id = md5(CAST(:i AS text))::uuid FOR UPDATE;
-WITH first AS (UPDATE tasks SET title = :title, priority = 3, version = version + 1, updated_at = now() WHERE id = md5(CAST(:i AS text))::uuid) \
-INSERT INTO outbox (id, topic, message_key, event_type, payload) VALUES (gen_random_uuid(), 'task-events', md5(CAST(:i AS text)), 'com.taskflow.task.updated', :event), (gen_random_uuid(), 'task-updates', md5(CAST(:i AS text)), 'com.taskflow.task.changed', :notice);
-END;
+SELECT version FROM tasks WHERE id = md5(CAST(:i AS text))::uuid \\gset
+WITH first AS (UPDATE tasks SET title = :title, priority = 3, version = version + 1, updated_at = now() WHERE id = md5(CAST(:i AS text))::uuid AND version = :version RETURNING id), \
+also AS (UPDATE reminders SET status = 'cancelled', updated_at = now() WHERE task_id = md5(CAST(:i AS text))::uuid AND status = 'pending' AND EXISTS (SELECT FROM first)) \
+INSERT INTO outbox (id, topic, message_key, event_type, payload) SELECT * FROM (VALUES (gen_random_uuid(), 'task-events', md5(CAST(:i AS text)), 'com.taskflow.task.updated', CAST(:event AS jsonb)), (gen_random_uuid(), 'task-updates', md5(CAST(:i AS text)), 'com.taskflow.task.changed', CAST(:notice AS jsonb))) AS message WHERE EXISTS (SELECT FROM first);
 ";
 /// The tasks pgbench's updates pick from (ids md5(1..10000), as PGBENCH_UPDATE expects).
 const PGBENCH_SEED: &str = "INSERT INTO tasks (id, user_id, title, series_id, created_at, updated_at) \
@@ -495,8 +495,13 @@ struct WrkRequest {
     body: Option<String>,
 }
 
-/// wrk's Lua: cycle through the requests (each thread from its own offset), then print the
-/// totals and the latency percentiles (microseconds) on lines the bench parses.
+/// In a request's body, replaced by a value no other request of any run has: an edit sent
+/// twice with the same body would change nothing the second time, and write nothing.
+const UNIQUE: &str = "{{n}}";
+
+/// wrk's Lua: cycle through the requests (each thread from its own offset, each body's
+/// [`UNIQUE`] made unique), then print the totals and the latency percentiles (microseconds) on
+/// lines the bench parses.
 fn wrk_script(requests: &[WrkRequest]) -> String {
     let mut lua = String::from("local reqs = {\n");
     for r in requests {
@@ -511,21 +516,27 @@ fn wrk_script(requests: &[WrkRequest]) -> String {
         );
     }
     lua.push_str(
-        r#"}
+        &r#"}
 local threads = 0
 function setup(thread)
   thread:set("first", threads * 7919)
+  thread:set("tid", threads)
   threads = threads + 1
 end
 function init(args)
   i = first or 0
+  run = os.time()
 end
 function request()
   i = i + 1
   local r = reqs[(i % #reqs) + 1]
   local headers = { ["Authorization"] = r[3] }
-  if r[4] then headers["Content-Type"] = "application/json" end
-  return wrk.format(r[1], r[2], headers, r[4])
+  local body = r[4]
+  if body then
+    headers["Content-Type"] = "application/json"
+    body = (string.gsub(body, "UNIQUE", run .. "." .. (tid or 0) .. "." .. i))
+  end
+  return wrk.format(r[1], r[2], headers, body)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -533,7 +544,8 @@ function done(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout + e.status,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
-"#,
+"#
+        .replace("UNIQUE", UNIQUE),
     );
     lua
 }
@@ -1017,7 +1029,7 @@ impl Bench<'_> {
                 path: format!("/api/{}/tasks/{}", t.user_id, t.id),
                 token: tokens[index[&t.user_id]].clone(),
                 body: Some(
-                    json!({"title": format!("{} edited", title(i)), "priority": PRIORITIES[(i + 1) % PRIORITIES.len()]})
+                    json!({"title": format!("{} edited {UNIQUE}", title(i)), "priority": PRIORITIES[(i + 1) % PRIORITIES.len()]})
                         .to_string(),
                 ),
             })

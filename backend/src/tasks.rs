@@ -1,6 +1,7 @@
-//! Task use cases. Each runs inside the caller's transaction, locks what it changes, bumps the
-//! version, keeps the task's reminder in line and records the event in the outbox, so a change,
-//! its reminder and its event commit together.
+//! Task use cases. Each bumps the version, keeps the task's reminder in line and records the
+//! event in the outbox, so a change, its reminder and its event commit together: in the caller's
+//! transaction with what it changes locked, or as one statement ([`create`] without a reminder,
+//! [`edit_in_one_statement`]).
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
