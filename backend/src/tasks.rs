@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use diesel::pg::Pg;
 use diesel::query_builder::QueryFragment;
 use diesel_async::AsyncPgConnection;
-use shared_events::{Priority, TaskEventType};
+use shared_events::{Priority, TaskEventType, TaskSnapshot};
 use uuid::Uuid;
 
 use crate::domain::task::{TaskFields, TaskPatch};
@@ -64,6 +64,25 @@ pub struct Change<'a> {
     pub user_id: &'a str,
     pub traceparent: Option<&'a str>,
     pub now: DateTime<Utc>,
+}
+
+impl<'c> Change<'c> {
+    /// What the outbox records of this change of `task`.
+    fn recorded<'a>(
+        &self,
+        event_type: TaskEventType,
+        task: &'a TaskSnapshot,
+    ) -> outbox::TaskChange<'a>
+    where
+        'c: 'a,
+    {
+        outbox::TaskChange {
+            event_type,
+            task,
+            traceparent: self.traceparent,
+            now: self.now,
+        }
+    }
 }
 
 const NOT_FOUND: ApiError = ApiError::NotFound("no such task");
@@ -134,12 +153,7 @@ async fn write_and_record_all(
     let changes: Vec<_> = snapshots
         .iter()
         .zip(contexts)
-        .map(|(task, ctx)| outbox::TaskChange {
-            event_type: event,
-            task,
-            traceparent: ctx.traceparent,
-            now: ctx.now,
-        })
+        .map(|(task, ctx)| ctx.recorded(event, task))
         .collect();
     outbox::write_with_task_changes(conn, write, &changes).await?;
     Ok(())
@@ -313,12 +327,7 @@ pub async fn edit_in_one_statement(
         } => (row, event, read_version),
     };
     let snapshot = row.snapshot();
-    let change = outbox::TaskChange {
-        event_type: event,
-        task: &snapshot,
-        traceparent: ctx.traceparent,
-        now: ctx.now,
-    };
+    let change = ctx.recorded(event, &snapshot);
     let wrote = outbox::write_if_with_task_changes(
         conn,
         store::save_over_statement(&row, read_version),
