@@ -585,14 +585,15 @@ impl WaitSampler {
             let mut samples = 0usize;
             while !*stopped.borrow() {
                 samples += 1;
-                // By application_name: the API's pool and the relay's connection apart, and
-                // anything else (the bench's own pool) not counted as the API's. Autovacuum
+                // By application_name: the API's sessions (its pools and its list pages' shared
+                // connections) and the relay's apart, and anything else (the bench's own pool)
+                // not counted as the API's. Autovacuum
                 // apart too, in any database (pgbench's writes leave it work as well), by what it
                 // works on: it shares the two cores.
                 let waits: Vec<Wait> = diesel::sql_query(
                     "SELECT CASE WHEN backend_type = 'autovacuum worker' THEN 'autovacuum' \
                                 WHEN application_name = 'taskflow-outbox-relay' THEN 'relay' \
-                                WHEN application_name = 'taskflow-backend' THEN 'API' \
+                                WHEN application_name LIKE 'taskflow-backend%' THEN 'API' \
                                 ELSE 'other' END AS who, \
                             CASE WHEN backend_type = 'autovacuum worker' \
                                  THEN regexp_replace(query, '^autovacuum: ', '') || \

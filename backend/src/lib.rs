@@ -10,6 +10,7 @@ pub mod listing;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
+pub mod read_pipeline;
 pub mod routes;
 pub mod startup;
 pub mod stream;

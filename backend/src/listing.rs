@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::QueryMetadata;
 use diesel::pg::{Pg, PgValue};
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::row::{Field, Row};
 use diesel::sql_types::{
     Array, BigInt, Bool, Integer, Nullable, SmallInt, SqlType, Text, Timestamptz, Uuid as SqlUuid,
@@ -14,7 +15,7 @@ use fallible_iterator::FallibleIterator;
 use serde::Deserialize;
 use shared_events::recurrence::RecurrenceView;
 use shared_events::Priority;
-use taskflow_db::positional::Positional;
+use taskflow_db::positional::{Positional, Typed};
 use taskflow_db::prepared::Prepare;
 use taskflow_db::tasks::{readable_recurrence, TaskRowSql, COLUMNS};
 use uuid::Uuid;
@@ -131,6 +132,47 @@ pub async fn list(
     user_id: &str,
     q: &ListQuery,
 ) -> QueryResult<Vec<Listed>> {
+    if kept_prepared(q) {
+        return plain_page(conn, user_id, q).await;
+    }
+    let query = statement(user_id, q);
+    // The API's sessions plan generically (taskflow_db::pool::generic_plans); this page's best
+    // plan depends on its values (how many of the user's tasks have that tag or word).
+    conn.transaction(async |conn| {
+        diesel::sql_query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .prepared()
+            .execute(conn)
+            .await?;
+        query.load(conn).await
+    })
+    .await
+}
+
+/// [`list`] for a page that is [`kept_prepared`]: one statement, in no transaction and with no
+/// setting of its own, so it can run on a connection that other pages share
+/// ([`crate::read_pipeline`]).
+pub async fn plain_page(
+    conn: &AsyncPgConnection,
+    user_id: &str,
+    q: &ListQuery,
+) -> QueryResult<Vec<Listed>> {
+    debug_assert!(kept_prepared(q), "a filtered page as a plain one");
+    statement(user_id, q).prepared().load(&mut &*conn).await
+}
+
+/// Whether the page's statement reads its rows straight from an index, `limit + 1` and no
+/// more, so that it may share a connection: [`kept_prepared`], of pending or of completed tasks
+/// (the indexes lead with `completed`, so `status=all` sorts all the user's tasks) and not
+/// `overdue` (a filter the index of another order cannot apply).
+pub fn reads_only_the_page(q: &ListQuery) -> bool {
+    kept_prepared(q) && q.status != Status::All && !q.overdue
+}
+
+/// The page's statement with its values bound.
+fn statement(
+    user_id: &str,
+    q: &ListQuery,
+) -> Typed<BoxedSqlQuery<'static, Pg, SqlQuery>, ListedSql> {
     let mut query = diesel::sql_query(sql(q))
         .into_boxed::<Pg>()
         .bind::<Text, _>(user_id.to_owned());
@@ -160,22 +202,9 @@ pub async fn list(
         };
         query = query.bind::<SqlUuid, _>(*id);
     }
-    let query = query
+    query
         .bind::<BigInt, _>(q.limit + 1)
-        .positional::<ListedSql>();
-    if kept_prepared(q) {
-        return query.prepared().load(conn).await;
-    }
-    // The API's sessions plan generically (taskflow_db::pool::generic_plans); this page's best
-    // plan depends on its values (how many of the user's tasks have that tag or word).
-    conn.transaction(async |conn| {
-        diesel::sql_query("SET LOCAL plan_cache_mode = force_custom_plan")
-            .prepared()
-            .execute(conn)
-            .await?;
-        query.load(conn).await
-    })
-    .await
+        .positional::<ListedSql>()
 }
 
 /// Whether the page's statement stays prepared on the connection: only without the filters that

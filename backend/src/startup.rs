@@ -84,8 +84,15 @@ impl Application {
             "taskflow-backend",
         ));
         let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        // The pages that share a connection (backend::read_pipeline), told apart in
+        // pg_stat_activity.
+        let lists_url = taskflow_db::pool::generic_plans(&taskflow_db::pool::named(
+            database_url,
+            "taskflow-backend-lists",
+        ));
         let request_pools = Arc::new(WorkerPools::new(
             &api_url,
+            &lists_url,
             settings.common.db_pool_size,
             workers,
         )?);
@@ -339,7 +346,7 @@ fn run(
     let migrations_seen = Data::new(health::MigrationsSeen::default());
     let all_pools = Data::from(pools.clone());
     let server = HttpServer::new(move || {
-        let pool = pools.for_worker();
+        let (pool, pipeline) = pools.for_worker();
         let batches = CreateBatches::new(
             pool.clone(),
             create_limits,
@@ -354,6 +361,7 @@ fn run(
             .wrap(from_fn(metrics::record))
             .wrap(TracingLogger::<metrics::RequestSpan>::new())
             .app_data(Data::new(pool))
+            .app_data(Data::new(pipeline))
             .app_data(Data::new(batches))
             .app_data(all_pools.clone())
             .app_data(store.clone())

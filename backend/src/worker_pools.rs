@@ -11,30 +11,48 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use taskflow_db::DbPool;
 
+use crate::read_pipeline::ReadPipeline;
+
 pub struct WorkerPools {
     pools: Vec<DbPool>,
+    /// Each of size 1: the connection of a worker's [`ReadPipeline`].
+    pipelines: Vec<DbPool>,
     next: AtomicUsize,
 }
 
 impl WorkerPools {
-    /// `workers` pools sharing `size` connections between them (at least one each). Nothing is
-    /// opened until a worker asks.
-    pub fn new(database_url: &str, size: usize, workers: usize) -> anyhow::Result<WorkerPools> {
+    /// `workers` pools sharing `size` connections to `database_url` between them (at least one
+    /// each), and a connection to `lists_url` for each worker's read pipeline. Nothing is opened
+    /// until a worker asks.
+    pub fn new(
+        database_url: &str,
+        lists_url: &str,
+        size: usize,
+        workers: usize,
+    ) -> anyhow::Result<WorkerPools> {
         let workers = workers.max(1);
         let each = size.div_ceil(workers).max(1);
+        let pools = |url, size| {
+            (0..workers)
+                .map(|_| taskflow_db::pool(url, size))
+                .collect::<anyhow::Result<_>>()
+        };
         Ok(WorkerPools {
-            pools: (0..workers)
-                .map(|_| taskflow_db::pool(database_url, each))
-                .collect::<anyhow::Result<_>>()?,
+            pools: pools(database_url, each)?,
+            pipelines: pools(lists_url, 1)?,
             next: AtomicUsize::new(0),
         })
     }
 
-    /// The pool of the worker being started, each in turn. A worker that actix restarts (after
-    /// a panic) takes the next one and shares it, which costs only the thread hops above.
-    pub fn for_worker(&self) -> DbPool {
+    /// The pool and read pipeline of the worker being started, each in turn. A worker that actix
+    /// restarts (after a panic) takes the next ones and shares them, which costs only the thread
+    /// hops above.
+    pub fn for_worker(&self) -> (DbPool, ReadPipeline) {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.pools.len();
-        self.pools[n].clone()
+        (
+            self.pools[n].clone(),
+            ReadPipeline::new(self.pipelines[n].clone()),
+        )
     }
 
     pub fn pools(&self) -> &[DbPool] {
@@ -49,10 +67,10 @@ mod tests {
     #[test]
     fn the_connections_are_shared_out_and_each_worker_takes_its_own_pool() {
         let url = "postgres://u:p@127.0.0.1:1/db";
-        let pools = WorkerPools::new(url, 16, 3).unwrap();
+        let pools = WorkerPools::new(url, url, 16, 3).unwrap();
         let sizes: Vec<usize> = pools.pools().iter().map(|p| p.status().max_size).collect();
         assert_eq!(sizes, [6, 6, 6]);
-        let [first, second, third, again] = std::array::from_fn(|_| pools.for_worker());
+        let [first, second, third, again] = std::array::from_fn(|_| pools.for_worker().0);
         // Told apart by resizing one: a pool is a handle, clones share one.
         first.resize(1);
         second.resize(2);
@@ -62,7 +80,7 @@ mod tests {
             [1, 2, 6, 1]
         );
         assert_eq!(
-            WorkerPools::new(url, 1, 2).unwrap().pools()[1]
+            WorkerPools::new(url, url, 1, 2).unwrap().pools()[1]
                 .status()
                 .max_size,
             1

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::listing;
 use crate::outbox::RelayWakeup;
+use crate::read_pipeline::ReadPipeline;
 use crate::tasks::{self, Change, Edit, Precondition};
 use shared_events::Priority;
 use taskflow_db::tasks::{self as store, TaskRow};
@@ -273,10 +274,17 @@ pub async fn list(
     PathUser(user_id): PathUser,
     req: HttpRequest,
     pool: Data<DbPool>,
+    pipeline: Data<ReadPipeline>,
 ) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
-    // The connection goes back to the pool before the page is written.
-    let mut tasks = listing::list(&mut *pool.get().await?, &user_id, &query).await?;
+    // The connection is let go before the page is written.
+    let mut tasks = if listing::reads_only_the_page(&query) {
+        pipeline
+            .read(async |conn| listing::plain_page(conn, &user_id, &query).await)
+            .await??
+    } else {
+        listing::list(&mut *pool.get().await?, &user_id, &query).await?
+    };
     let more = tasks.len() as i64 > query.limit;
     tasks.truncate(query.limit as usize);
     let next_cursor = match tasks.last() {

@@ -1006,3 +1006,88 @@ async fn a_listed_task_is_the_same_json_as_the_task_read_alone() {
     backwards.reverse();
     assert_eq!(backwards, listed);
 }
+
+const LIST_SESSIONS: &str = "SELECT count(*) AS n FROM pg_stat_activity \
+     WHERE datname = current_database() AND application_name = 'taskflow-backend-lists'";
+
+/// The request pools' open connections, from `/metrics`.
+async fn pooled_connections(app: &TestApp) -> String {
+    let metrics = app.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("taskflow_db_pool_connections{state=\"open\"} "))
+        .expect("the open connections gauge")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn concurrent_pages_share_a_connection_per_worker_and_each_gets_its_own() {
+    let app = spawn_app().await;
+    for user in ["alice", "bob"] {
+        for i in 0..12 {
+            let priority = ["none", "low", "medium", "high", "urgent"][i % 5];
+            app.create(
+                user,
+                json!({"title": format!("{user} {i:02}"), "priority": priority}),
+            )
+            .await;
+        }
+    }
+    let queries = [
+        "sort=title&limit=5",
+        "sort=-title&limit=7",
+        "sort=priority&limit=3",
+        "sort=-created_at&limit=12",
+        "sort=due_at&limit=2",
+        "status=completed",
+    ];
+    let mut alone = HashMap::new();
+    for user in ["alice", "bob"] {
+        for q in queries {
+            alone.insert((user, q), app.list(user, q).await);
+        }
+    }
+    let pooled = pooled_connections(&app).await;
+
+    let requests = (0..96).map(|i| {
+        let (user, q) = (["alice", "bob"][i % 2], queries[i % queries.len()]);
+        let app = &app;
+        async move { (user, q, app.list(user, q).await) }
+    });
+    for (user, q, page) in futures::future::join_all(requests).await {
+        assert_eq!(page, alone[&(user, q)], "{user} {q}");
+    }
+    // Plain pages took no connection from the request pools, and at most one each worker.
+    assert_eq!(pooled_connections(&app).await, pooled);
+    let workers = std::thread::available_parallelism().unwrap().get() as i64;
+    let sessions = app.count(LIST_SESSIONS).await;
+    assert!(
+        (1..=workers).contains(&sessions),
+        "{sessions} list sessions"
+    );
+}
+
+#[tokio::test]
+async fn a_page_after_the_server_closed_the_shared_connection_is_served_on_a_new_one() {
+    let app = spawn_app().await;
+    for title in ["a", "b", "c"] {
+        create(&app, json!({ "title": title })).await;
+    }
+    let pages = || futures::future::join_all((0..8).map(|_| app.list(USER, "sort=title")));
+    let before = pages().await;
+    assert!(app.count(LIST_SESSIONS).await >= 1);
+
+    // As a restart of the server or an administrator would.
+    app.execute(&LIST_SESSIONS.replace("count(*) AS n", "pg_terminate_backend(pid)"))
+        .await;
+    for _ in 0..200 {
+        if app.count(LIST_SESSIONS).await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.count(LIST_SESSIONS).await, 0);
+
+    assert_eq!(pages().await, before);
+    assert!(app.count(LIST_SESSIONS).await >= 1);
+}
