@@ -160,12 +160,11 @@ pub async fn plain_page(
     statement(user_id, q).prepared().load(&mut &*conn).await
 }
 
-/// Whether the page's statement reads its rows straight from an index, `limit + 1` and no
-/// more, so that it may share a connection: [`kept_prepared`], of pending or of completed tasks
-/// (the indexes lead with `completed`, so `status=all` sorts all the user's tasks) and not
-/// `overdue` (a filter the index of another order cannot apply).
+/// Whether the page's statement reads its rows straight from indexes, `limit + 1` for each
+/// status it lists and no more, so that it may share a connection: [`kept_prepared`] and not
+/// `overdue` (a filter that the index of another order cannot apply).
 pub fn reads_only_the_page(q: &ListQuery) -> bool {
-    kept_prepared(q) && q.status != Status::All && !q.overdue
+    kept_prepared(q) && !q.overdue
 }
 
 /// The page's statement with its values bound.
@@ -222,14 +221,10 @@ pub fn kept_prepared(q: &ListQuery) -> bool {
 /// The page's SQL with numbered placeholders, which [`list`] binds in this order: the user, each
 /// filter present, the cursor's value and id, and the row limit (the bench runs it in pgbench).
 pub fn sql(q: &ListQuery) -> String {
-    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1");
+    // What follows `user_id = $1` and the status, up to the LIMIT.
+    let mut sql = String::new();
     let mut n = 1;
-    // Placeholders are numbered in the order of the binds below; keep both lists in step.
-    match q.status {
-        Status::Pending => sql.push_str(" AND NOT completed"),
-        Status::Completed => sql.push_str(" AND completed"),
-        Status::All => {}
-    }
+    // Placeholders are numbered in the order of the binds in `statement`; keep both in step.
     if !q.priorities.is_empty() {
         placeholder(&mut sql, &mut n, " AND priority = ANY(?)");
     }
@@ -281,7 +276,25 @@ pub fn sql(q: &ListQuery) -> String {
     }
     sql.push_str(&format!(" ORDER BY {column} {dir}, id {dir}"));
     placeholder(&mut sql, &mut n, " LIMIT ?");
-    sql
+    let half = |columns: &str, status: &str| {
+        format!("SELECT {columns} FROM tasks WHERE user_id = $1{status}{sql}")
+    };
+    match q.status {
+        Status::Pending => half(COLUMNS, " AND NOT completed"),
+        Status::Completed => half(COLUMNS, " AND completed"),
+        // The indexes lead with `completed`: one scan over both would sort all the user's tasks,
+        // while a scan of each half, merged in order, reads at most two pages. The halves hand
+        // up their sort key, which the merge can only match as a column of theirs.
+        Status::All => {
+            let columns = format!("{COLUMNS}, {column} AS sort_key");
+            format!(
+                "SELECT {COLUMNS} FROM (({}) UNION ALL ({})) page \
+                 ORDER BY sort_key {dir}, id {dir} LIMIT ${n}",
+                half(&columns, " AND NOT completed"),
+                half(&columns, " AND completed")
+            )
+        }
+    }
 }
 
 /// Append `fragment` with its `?` replaced by the next numbered placeholder.

@@ -1091,3 +1091,87 @@ async fn a_page_after_the_server_closed_the_shared_connection_is_served_on_a_new
     assert_eq!(pages().await, before);
     assert!(app.count(LIST_SESSIONS).await >= 1);
 }
+
+/// Every order of every status, first page and a later one, as the API runs it (kept prepared,
+/// planned generically): index scans that read only the page, nothing sorted.
+#[tokio::test]
+async fn every_order_of_every_status_reads_only_its_page() {
+    use backend::domain::list_query::{ListQuery, SortValue};
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let app = spawn_app().await;
+    // Inherent, not diesel's `execute` (RunQueryDsl is in scope for the queries below).
+    TestApp::execute(
+        &app,
+        &format!(
+            "INSERT INTO tasks (id, user_id, title, priority, completed, completed_at, due_at, \
+                            series_id, created_at, updated_at) \
+         SELECT gen_random_uuid(), '{USER}', 'task ' || i, i % 5, i % 3 = 0, \
+                CASE WHEN i % 3 = 0 THEN now() END, \
+                CASE WHEN i % 4 > 0 THEN now() + i * interval '1 hour' END, \
+                gen_random_uuid(), now() - i * interval '1 second', now() \
+         FROM generate_series(1, 3000) i"
+        ),
+    )
+    .await;
+    TestApp::execute(&app, "ANALYZE tasks").await;
+    let mut conn = app.pool.get().await.unwrap();
+    let literal = |value: &Option<SortValue>| match value {
+        Some(SortValue::Time(t)) => format!("'{}'", t.to_rfc3339()),
+        Some(SortValue::Rank(r)) => r.to_string(),
+        Some(SortValue::Text(s)) => format!("'{}'", s.replace('\'', "''")),
+        None => "NULL".to_owned(),
+    };
+    let orders = ["due_at", "priority", "created_at", "title"];
+    for sort in orders.iter().flat_map(|o| [o.to_string(), format!("-{o}")]) {
+        for status in ["pending", "completed", "all"] {
+            let first = format!("status={status}&sort={sort}&limit=10");
+            let cursor = app.list(USER, &first).await["next_cursor"]
+                .as_str()
+                .expect("a next page")
+                .to_owned();
+            for query in [first.clone(), format!("{first}&cursor={cursor}")] {
+                let q = ListQuery::parse(&query).unwrap();
+                let args = match &q.cursor {
+                    Some(c) => format!("'{USER}', {}, '{}', 11", literal(&c.value), c.id),
+                    None => format!("'{USER}', 11"),
+                };
+                diesel::sql_query("DEALLOCATE ALL")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                diesel::sql_query(format!("PREPARE page AS {}", backend::listing::sql(&q)))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let plan: Vec<Line> = diesel::sql_query(format!("EXPLAIN EXECUTE page({args})"))
+                    .load(&mut conn)
+                    .await
+                    .unwrap();
+                let plan: Vec<&str> = plan.iter().map(|l| l.line.as_str()).collect();
+                let plan = plan.join("\n");
+                let nodes: Vec<&str> = plan
+                    .lines()
+                    .map(|l| l.trim_start().trim_start_matches("->").trim_start())
+                    .collect();
+                assert!(plan.contains("Index Scan"), "{query}:\n{plan}");
+                for node in [
+                    "Sort  (",
+                    "Incremental Sort  (",
+                    "Seq Scan",
+                    "Bitmap Heap Scan",
+                ] {
+                    assert!(
+                        !nodes.iter().any(|l| l.starts_with(node)),
+                        "{query}:\n{plan}"
+                    );
+                }
+            }
+        }
+    }
+}
