@@ -12,10 +12,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use deadpool::managed::TimeoutType;
 use diesel::QueryResult;
 use diesel_async::pooled_connection::deadpool::{Object, PoolError};
 use diesel_async::AsyncPgConnection;
-use taskflow_db::pool::connection_lost;
+use taskflow_db::pool::{connection_lost, WAIT};
 use taskflow_db::DbPool;
 
 type Shared = Rc<Object<AsyncPgConnection>>;
@@ -66,14 +67,20 @@ impl ReadPipeline {
         if let Some(conn) = self.current() {
             return Ok(conn);
         }
-        // Pages that arrive while it opens wait for that one.
-        let _opening = self.opening.lock().await;
-        if let Some(conn) = self.current() {
-            return Ok(conn);
-        }
-        let conn = Rc::new(self.pool.get().await?);
-        *self.held.borrow_mut() = Some(conn.clone());
-        Ok(conn)
+        // Pages that arrive while it opens wait for that one. While the server cannot be reached
+        // each attempt can take the pool's whole wait, so a page gives up after that wait in
+        // all, as it would on a pool, instead of after one for every page queued before it.
+        tokio::time::timeout(WAIT, async {
+            let _opening = self.opening.lock().await;
+            if let Some(conn) = self.current() {
+                return Ok(conn);
+            }
+            let conn = Rc::new(self.pool.get().await?);
+            *self.held.borrow_mut() = Some(conn.clone());
+            Ok(conn)
+        })
+        .await
+        .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait)))
     }
 
     /// The next page opens another connection, unless one already replaced `conn`.
@@ -86,5 +93,39 @@ impl ReadPipeline {
 
     fn current(&self) -> Option<Shared> {
         self.held.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use diesel_async::RunQueryDsl;
+
+    use super::ReadPipeline;
+
+    /// A server that accepts connections and never answers: every attempt to open one takes the
+    /// pool's whole wait (5 s). Three pages at once all give up within about that, not 5, 10 and
+    /// 15 s.
+    #[tokio::test]
+    async fn pages_waiting_for_an_unanswering_server_give_up_after_one_wait() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let url = format!("postgres://u:p@127.0.0.1:{port}/db");
+        let pipeline = ReadPipeline::new(taskflow_db::pool(&url, 1).unwrap());
+        let started = Instant::now();
+        let page =
+            || pipeline.read(async |conn| diesel::sql_query("SELECT 1").execute(&mut &*conn).await);
+        let (a, b, c) = tokio::join!(page(), page(), page());
+        let took = started.elapsed();
+        assert!(a.is_err() && b.is_err() && c.is_err());
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        held.abort();
     }
 }

@@ -68,8 +68,11 @@ fn with_setting(database_url: &str, setting: &str) -> String {
     url.into()
 }
 
+/// How long a [`pool`] waits for a connection, and for opening one.
+pub const WAIT: Duration = Duration::from_secs(5);
+
 /// A pool of at most `size` connections, opened lazily, without JIT ([`without_jit`]); waits for
-/// a connection at most 5 s.
+/// a connection at most [`WAIT`].
 ///
 /// A connection goes back into use unchecked, as long as it is open and has no transaction left
 /// over: the default check (a `SELECT 1` on every checkout) was one round trip of a create's
@@ -85,8 +88,8 @@ pub fn pool(database_url: &str, size: usize) -> anyhow::Result<DbPool> {
     );
     Pool::builder(manager)
         .max_size(size.max(1))
-        .wait_timeout(Some(Duration::from_secs(5)))
-        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(WAIT))
+        .create_timeout(Some(WAIT))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .context("building the database pool")
