@@ -14,26 +14,27 @@ use std::rc::Rc;
 
 use deadpool::managed::TimeoutType;
 use diesel::QueryResult;
-use diesel_async::pooled_connection::deadpool::{Object, PoolError};
-use diesel_async::AsyncPgConnection;
-use taskflow_db::pool::{connection_lost, WAIT};
-use taskflow_db::DbPool;
+use diesel_async::pooled_connection::deadpool::PoolError;
+use diesel_async::pooled_connection::PoolError as OpenError;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use taskflow_db::pool::{connection_lost, without_jit, WAIT};
 
-type Shared = Rc<Object<AsyncPgConnection>>;
+type Shared = Rc<AsyncPgConnection>;
 
-/// Lives on one HTTP worker's thread, which drives its connection's socket.
+/// Lives on one HTTP worker's thread, which drives its connection's socket. Each worker has its
+/// own, a worker that actix restarts too.
 pub struct ReadPipeline {
-    /// Of size 1: opens the connection, and again once a lost one has been let go.
-    pool: DbPool,
+    /// Where it connects, as `taskflow_db::pool` would.
+    url: String,
     held: RefCell<Option<Shared>>,
     opening: tokio::sync::Mutex<()>,
 }
 
 impl ReadPipeline {
-    /// Over `pool`, of size 1.
-    pub fn new(pool: DbPool) -> ReadPipeline {
+    /// Connects to `database_url` when a page first asks.
+    pub fn new(database_url: &str) -> ReadPipeline {
         ReadPipeline {
-            pool,
+            url: without_jit(database_url),
             held: RefCell::new(None),
             opening: tokio::sync::Mutex::new(()),
         }
@@ -49,8 +50,6 @@ impl ReadPipeline {
         match statement(&conn).await {
             Err(e) if connection_lost(&e) => {
                 self.lost(&conn);
-                // Let go first: the pool opens the next one once every page has let go of this.
-                drop(conn);
                 let conn = self.connection().await?;
                 let result = statement(&conn).await;
                 if result.as_ref().is_err_and(connection_lost) {
@@ -67,15 +66,17 @@ impl ReadPipeline {
         if let Some(conn) = self.current() {
             return Ok(conn);
         }
-        // Pages that arrive while it opens wait for that one. While the server cannot be reached
-        // each attempt can take the pool's whole wait, so a page gives up after that wait in
-        // all, as it would on a pool, instead of after one for every page queued before it.
+        // Pages that arrive while it opens wait for that one. A page gives up after the pools'
+        // wait in all, however many wait before it while the server does not answer.
         tokio::time::timeout(WAIT, async {
             let _opening = self.opening.lock().await;
             if let Some(conn) = self.current() {
                 return Ok(conn);
             }
-            let conn = Rc::new(self.pool.get().await?);
+            let conn = AsyncPgConnection::establish(&self.url)
+                .await
+                .map_err(|e| PoolError::Backend(OpenError::ConnectionError(e)))?;
+            let conn = Rc::new(conn);
             *self.held.borrow_mut() = Some(conn.clone());
             Ok(conn)
         })
@@ -83,7 +84,8 @@ impl ReadPipeline {
         .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait)))
     }
 
-    /// The next page opens another connection, unless one already replaced `conn`.
+    /// The next page opens another connection, unless one already replaced `conn` (which
+    /// closes once the pages still on it let go).
     fn lost(&self, conn: &Shared) {
         let mut held = self.held.borrow_mut();
         if held.as_ref().is_some_and(|h| Rc::ptr_eq(h, conn)) {
@@ -104,9 +106,8 @@ mod tests {
 
     use super::ReadPipeline;
 
-    /// A server that accepts connections and never answers: every attempt to open one takes the
-    /// pool's whole wait (5 s). Three pages at once all give up within about that, not 5, 10 and
-    /// 15 s.
+    /// A server that accepts connections and never answers: opening one never ends. Three pages
+    /// at once all give up after the pools' wait (5 s).
     #[tokio::test]
     async fn pages_waiting_for_an_unanswering_server_give_up_after_one_wait() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -118,7 +119,7 @@ mod tests {
             }
         });
         let url = format!("postgres://u:p@127.0.0.1:{port}/db");
-        let pipeline = ReadPipeline::new(taskflow_db::pool(&url, 1).unwrap());
+        let pipeline = ReadPipeline::new(&url);
         let started = Instant::now();
         let page =
             || pipeline.read(async |conn| diesel::sql_query("SELECT 1").execute(&mut &*conn).await);

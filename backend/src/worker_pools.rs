@@ -15,8 +15,8 @@ use crate::read_pipeline::ReadPipeline;
 
 pub struct WorkerPools {
     pools: Vec<DbPool>,
-    /// Each of size 1: the connection of a worker's [`ReadPipeline`].
-    pipelines: Vec<DbPool>,
+    /// Where each worker's [`ReadPipeline`] connects.
+    lists_url: String,
     next: AtomicUsize,
 }
 
@@ -32,27 +32,21 @@ impl WorkerPools {
     ) -> anyhow::Result<WorkerPools> {
         let workers = workers.max(1);
         let each = size.div_ceil(workers).max(1);
-        let pools = |url, size| {
-            (0..workers)
-                .map(|_| taskflow_db::pool(url, size))
-                .collect::<anyhow::Result<_>>()
-        };
         Ok(WorkerPools {
-            pools: pools(database_url, each)?,
-            pipelines: pools(lists_url, 1)?,
+            pools: (0..workers)
+                .map(|_| taskflow_db::pool(database_url, each))
+                .collect::<anyhow::Result<_>>()?,
+            lists_url: lists_url.to_owned(),
             next: AtomicUsize::new(0),
         })
     }
 
-    /// The pool and read pipeline of the worker being started, each in turn. A worker that actix
-    /// restarts (after a panic) takes the next ones and shares them, which costs only the thread
-    /// hops above.
+    /// The pool of the worker being started, each in turn, and a read pipeline of its own. A
+    /// worker that actix restarts (after a panic) takes the next pool and shares it, which costs
+    /// only the thread hops above.
     pub fn for_worker(&self) -> (DbPool, ReadPipeline) {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.pools.len();
-        (
-            self.pools[n].clone(),
-            ReadPipeline::new(self.pipelines[n].clone()),
-        )
+        (self.pools[n].clone(), ReadPipeline::new(&self.lists_url))
     }
 
     pub fn pools(&self) -> &[DbPool] {
