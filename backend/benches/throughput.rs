@@ -892,6 +892,22 @@ impl Bench<'_> {
         outcome
     }
 
+    /// How many outbox rows after `seq` were published only after a failed attempt, and one
+    /// of their errors.
+    async fn retried_since(&self, seq: i64) -> anyhow::Result<String> {
+        let mut conn = self.pool.get().await?;
+        let retried: Setting = diesel::sql_query(
+            "SELECT count(*) || ' of the run''s outbox rows sent only after a failed attempt' || \
+                    coalesce(' (at most ' || max(attempts) || ' attempts; an error: ' || \
+                             max(last_error) || ')', '') AS v \
+             FROM outbox_sent WHERE seq > $1 AND attempts > 0",
+        )
+        .bind::<BigInt, _>(seq)
+        .get_result(&mut conn)
+        .await?;
+        Ok(retried.v)
+    }
+
     async fn count(&self, sql: &str) -> anyhow::Result<i64> {
         let mut conn = self.pool.get().await?;
         Ok(diesel::sql_query(sql)
@@ -1059,6 +1075,9 @@ impl Bench<'_> {
         vars: &[(&str, String)],
     ) -> anyhow::Result<()> {
         let time = self.knobs.write_time;
+        let before = self
+            .count("SELECT last_value AS n FROM outbox_seq_seq")
+            .await?;
         let sampler = WaitSampler::start(&self.database_url);
         let load = self
             .wrk(requests, c, time)
@@ -1067,12 +1086,15 @@ impl Bench<'_> {
         let done = Instant::now();
         let waits = sampler.finish().await?;
         let caught_up = self.drained().await? - done;
+        // A publish that failed waits out its backoff, and its key's later rows with it: the
+        // catch-up can then take seconds.
+        let retried = self.retried_since(before).await?;
         let pg = self
             .pgbench(&self.pg_url, "prepared", script, vars, c, time)
             .await
             .with_context(|| format!("pgbench for {what} c={c}"))?;
         self.notes.push(format!(
-            "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load",
+            "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load; {retried}",
             ms(caught_up)
         ));
         if load.errors > 0 {
