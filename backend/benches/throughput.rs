@@ -1078,6 +1078,7 @@ impl Bench<'_> {
         let before = self
             .count("SELECT last_value AS n FROM outbox_seq_seq")
             .await?;
+        let phases_before = self.relay_phases().await?;
         let sampler = WaitSampler::start(&self.database_url);
         let load = self
             .wrk(requests, c, time)
@@ -1089,6 +1090,7 @@ impl Bench<'_> {
         // A publish that failed waits out its backoff, and its key's later rows with it: the
         // catch-up can then take seconds.
         let retried = self.retried_since(before).await?;
+        let phases_after = self.relay_phases().await?;
         let pg = self
             .pgbench(&self.pg_url, "prepared", script, vars, c, time)
             .await
@@ -1096,6 +1098,11 @@ impl Bench<'_> {
         self.notes.push(format!(
             "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load; {retried}",
             ms(caught_up)
+        ));
+        self.notes.push(Self::relay_note(
+            &format!("{what} c={c} and its catch-up"),
+            &phases_before,
+            &phases_after,
         ));
         if load.errors > 0 {
             bail!("{what} c={c}: {} requests failed", load.errors);
