@@ -981,3 +981,38 @@ async fn a_fatal_producer_error_is_survived() {
         "the injected error made a publish fail"
     );
 }
+
+/// While the relay is behind, each claim reads the primary key over the entries of the rows it
+/// has already sent, which stay until a vacuum, and autovacuum can come a minute later. After
+/// full batches the relay vacuums the outbox itself (autovacuum is off for it here, so a vacuum
+/// counted is the relay's).
+#[tokio::test]
+async fn after_full_batches_the_relay_vacuums_the_outbox() {
+    let brokers = topics().await;
+    let mut s = relaying(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &brokers,
+        None,
+    );
+    s.events.batch_size = 5;
+    let app = spawn_with(s).await;
+    app.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
+        .await;
+    let vacuums = "SELECT vacuum_count AS n FROM pg_stat_user_tables WHERE relname = 'outbox'";
+    let before = app.count(vacuums).await;
+    app.execute(
+        "INSERT INTO outbox (id, topic, message_key, event_type, payload) \
+         SELECT gen_random_uuid(), 'task-events', 'key-' || i, 'test', '{}' \
+         FROM generate_series(1, 60) i",
+    )
+    .await;
+    drained(&app).await;
+    for _ in 0..100 {
+        if app.count(vacuums).await > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the relay sent 12 full batches and never vacuumed the outbox");
+}
