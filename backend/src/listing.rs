@@ -218,8 +218,9 @@ pub fn kept_prepared(q: &ListQuery) -> bool {
         && q.due_after.is_none()
 }
 
-/// The page's SQL with numbered placeholders, which [`list`] binds in this order: the user, each
-/// filter present, the cursor's value and id, and the row limit (the bench runs it in pgbench).
+/// The page's SQL with numbered placeholders, which its statement binds in this order: the
+/// user, each filter present, the cursor's value and id, and the row limit (the bench runs it in
+/// pgbench).
 pub fn sql(q: &ListQuery) -> String {
     // What follows `user_id = $1` and the status, up to the LIMIT.
     let mut sql = String::new();
