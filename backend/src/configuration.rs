@@ -183,5 +183,6 @@ fn stream_settings() -> anyhow::Result<StreamSettings> {
         client_buffer: parsed("STREAM_CLIENT_BUFFER", d.client_buffer)?.clamp(1, 10_000),
         replay: parsed("STREAM_REPLAY", d.replay)?.min(1_000_000),
         keepalive: millis("STREAM_KEEPALIVE_MS", d.keepalive)?,
+        feed_rest: millis("STREAM_FEED_REST_MS", d.feed_rest)?,
     })
 }

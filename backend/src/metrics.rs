@@ -38,6 +38,8 @@ pub struct Metrics {
     pub outbox_relay_seconds: HistogramVec,
     /// Creates written per statement ([`crate::create_batches`]).
     pub create_batch_rows: Histogram,
+    /// 1 while the live stream's feed reads `task-updates` (0 while it rests or reconnects).
+    pub stream_feed_reading: IntGauge,
 }
 
 impl Metrics {
@@ -100,6 +102,10 @@ impl Metrics {
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )?;
+        let stream_feed_reading = IntGauge::new(
+            "taskflow_stream_feed_reading",
+            "1 while this process reads task-updates for live streams, 0 while it rests (no connections) or reconnects",
+        )?;
         // Series exist from the start, so rates and alerts see zeros rather than nothing.
         for topic in shared_events::topics::OUTBOX_TOPICS {
             outbox_published.with_label_values(&[topic]);
@@ -114,6 +120,7 @@ impl Metrics {
         registry.register(Box::new(outbox_publish_failures.clone()))?;
         registry.register(Box::new(outbox_relay_seconds.clone()))?;
         registry.register(Box::new(create_batch_rows.clone()))?;
+        registry.register(Box::new(stream_feed_reading.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -125,6 +132,7 @@ impl Metrics {
             outbox_publish_failures,
             outbox_relay_seconds,
             create_batch_rows,
+            stream_feed_reading,
         })
     }
 

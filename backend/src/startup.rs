@@ -164,6 +164,8 @@ impl Application {
                     settings.common.topic_prefix,
                     shared_events::topics::TASK_UPDATES
                 ),
+                settings.stream.feed_rest,
+                metrics.stream_feed_reading.clone(),
             )
         });
         let live = Data::new(Live {

@@ -29,6 +29,9 @@ pub struct StreamApi;
 
 /// How long a client waits before reconnecting (the SSE `retry` field).
 const RETRY_MS: u32 = 2000;
+/// How long a new connection waits for a resting feed to read what came meanwhile; past it the
+/// connection opens anyway and gets those notices as they are read.
+const WAKE_WAIT: Duration = Duration::from_secs(3);
 
 #[utoipa::path(
     get, path = "/api/{user_id}/stream", tag = "stream", operation_id = "stream_task_changes",
@@ -57,6 +60,7 @@ pub async fn stream(
         .headers()
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default());
+    hub.wake(WAKE_WAIT).await;
     let subscription = hub.subscribe(&user_id, last_event_id);
     let body = futures::stream::unfold(
         Connection::new(subscription, live.keepalive, live.closing.clone()),

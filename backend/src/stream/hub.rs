@@ -6,11 +6,18 @@
 //! from. A client whose `Last-Event-ID` is older than the ring (or unknown here, e.g. after the
 //! broker lost its data) is told to resync, that is to reload, instead of being sent a partial
 //! history.
+//!
+//! A process without connections for a while stops reading ([`Hub::try_rest`]): the feed drops
+//! its consumer, so an API replica that serves no live client neither fetches nor decodes every
+//! notice of every user. The next connection wakes it ([`Hub::wake`]), and it reads on from where
+//! it stopped, so the ring still answers the ids it held, unless more than the ring's worth
+//! came meanwhile: then it reads only the latest ring's worth ([`Hub::resume_offset`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 
 /// One task change for one user, as the stream sends it.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +65,10 @@ pub struct Hub {
     /// Notices kept for resume.
     replay: usize,
     state: Mutex<State>,
+    /// True while the feed rests, and after a wake-up until it has read what came meanwhile.
+    resting: watch::Sender<bool>,
+    /// A connection arrived while the feed rests.
+    demand: Notify,
 }
 
 #[derive(Default)]
@@ -70,6 +81,8 @@ struct State {
     latest: Option<i64>,
     clients: HashMap<String, Vec<Client>>,
     next_id: u64,
+    /// Since when no connection is open (None while one is).
+    empty_since: Option<Instant>,
 }
 
 struct Client {
@@ -82,13 +95,35 @@ impl Hub {
         Arc::new(Hub {
             client_buffer: client_buffer.max(1),
             replay,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                empty_since: Some(Instant::now()),
+                ..State::default()
+            }),
+            resting: watch::Sender::new(false),
+            demand: Notify::new(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent at every step, so a panic elsewhere does not spoil it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the feed reads from, given the partition's offsets now (`low`, the oldest kept, and
+    /// `high`, the next to be written): at the end on its first start; on from the last notice
+    /// read when at most the ring's worth came since; otherwise the latest ring's worth, which
+    /// forgets the ring (see [`Hub::start`]), as does a topic that went back (recreated).
+    pub fn resume_offset(&self, low: i64, high: i64) -> i64 {
+        match self.lock().latest {
+            Some(latest) if latest < high => {
+                if high - (latest + 1) <= self.replay as i64 {
+                    latest + 1
+                } else {
+                    (high - self.replay as i64).max(low)
+                }
+            }
+            _ => high,
+        }
     }
 
     /// The feed reads from `next_offset` on. A restart elsewhere than where it left off (the
@@ -127,8 +162,52 @@ impl Hub {
             clients.retain(|c| c.tx.try_send(notice.clone()).is_ok());
             if clients.is_empty() {
                 state.clients.remove(&notice.user_id);
+                state.note_if_empty();
             }
         }
+    }
+
+    /// The feed has read everything that was on the partition when it (re)connected.
+    pub fn caught_up(&self) {
+        self.resting.send_if_modified(std::mem::take);
+    }
+
+    /// Whether the feed should stop reading: no connection has been open for `after` (zero:
+    /// never). When it says yes, the next connection wakes the feed ([`Hub::wanted`]).
+    pub fn try_rest(&self, after: Duration) -> bool {
+        let state = self.lock();
+        let quiet = !after.is_zero()
+            && state
+                .empty_since
+                .is_some_and(|since| since.elapsed() >= after);
+        if quiet {
+            // Under the lock: a connection arriving now sees the feed resting and wakes it.
+            self.resting.send_replace(true);
+        }
+        quiet
+    }
+
+    /// Resolves once a connection wants the resting feed to read again.
+    pub async fn wanted(&self) {
+        self.demand.notified().await;
+    }
+
+    /// Before a connection subscribes: wake a resting feed and wait (at most `wait`) until it
+    /// has read what came while it rested, so that the connection's resume sees it all.
+    pub async fn wake(&self, wait: Duration) {
+        let mut resting = self.resting.subscribe();
+        if !*resting.borrow_and_update() {
+            return;
+        }
+        {
+            // A wake-up counts as a connection: the feed must not rest again before it comes.
+            let mut state = self.lock();
+            if state.empty_since.is_some() {
+                state.empty_since = Some(Instant::now());
+            }
+        }
+        self.demand.notify_one();
+        let _ = tokio::time::timeout(wait, resting.wait_for(|resting| !*resting)).await;
     }
 
     /// A new connection of `user_id`, resuming after `last_event_id` when given.
@@ -159,6 +238,12 @@ impl Hub {
             .entry(user_id.to_owned())
             .or_default()
             .push(Client { id, tx });
+        state.empty_since = None;
+        if *self.resting.borrow() {
+            // It went to rest after this connection's wake (or the caller did not wake it): what
+            // the feed reads on from here still reaches this connection, in order.
+            self.demand.notify_one();
+        }
         Subscription {
             resume,
             position: state.latest,
@@ -175,6 +260,7 @@ impl Hub {
             clients.retain(|c| c.id != id);
             if clients.is_empty() {
                 state.clients.remove(user_id);
+                state.note_if_empty();
             }
         }
     }
@@ -190,8 +276,15 @@ impl State {
     fn reset(&mut self, before: i64) {
         self.recent.clear();
         self.clients.clear();
+        self.note_if_empty();
         self.horizon = Some(before);
         self.latest = Some(before);
+    }
+
+    fn note_if_empty(&mut self) {
+        if self.clients.is_empty() && self.empty_since.is_none() {
+            self.empty_since = Some(Instant::now());
+        }
     }
 }
 
@@ -326,6 +419,79 @@ mod tests {
         assert_eq!(replayed(&hub.subscribe("alice", Some("-1")).resume), [0]);
         hub.start(7);
         assert_eq!(hub.subscribe("alice", Some("0")).resume, Resume::Resync);
+    }
+
+    #[test]
+    fn the_feed_reads_on_from_its_last_notice_unless_more_than_the_ring_came_since() {
+        let hub = Hub::new(8, 10);
+        // First start: at the end.
+        assert_eq!(hub.resume_offset(0, 50), 50);
+        hub.start(50);
+        hub.publish(notice(50, "alice"));
+        // Up to the ring's worth since the last notice read: on from it.
+        assert_eq!(hub.resume_offset(0, 51), 51);
+        assert_eq!(hub.resume_offset(0, 61), 51);
+        // More: the latest ring's worth, or what the broker still keeps of it.
+        assert_eq!(hub.resume_offset(0, 62), 52);
+        assert_eq!(hub.resume_offset(55, 62), 55);
+        // The topic went back (recreated): its end.
+        assert_eq!(hub.resume_offset(0, 3), 3);
+    }
+
+    #[tokio::test]
+    async fn the_feed_rests_after_the_quiet_time_without_connections_and_a_connection_wakes_it() {
+        let quiet = Duration::from_millis(30);
+        let hub = Hub::new(8, 10);
+        hub.start(0);
+        assert!(!hub.try_rest(Duration::ZERO), "zero: never");
+        let sub = hub.subscribe("alice", None);
+        tokio::time::sleep(quiet * 2).await;
+        assert!(!hub.try_rest(quiet), "a connection is open");
+        drop(sub);
+        assert!(!hub.try_rest(quiet), "not quiet for long enough yet");
+        tokio::time::sleep(quiet * 2).await;
+        assert!(hub.try_rest(quiet));
+
+        // A connection wakes it and waits until it has read what came meanwhile.
+        let waking = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.wake(Duration::from_secs(10)).await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), hub.wanted())
+            .await
+            .expect("the feed is wanted again");
+        // Reading again, it does not rest before that connection came.
+        assert!(!hub.try_rest(quiet));
+        tokio::time::sleep(quiet / 3).await;
+        assert!(!waking.is_finished(), "the connection waits for the feed");
+        hub.caught_up();
+        tokio::time::timeout(Duration::from_secs(5), waking)
+            .await
+            .expect("caught up: the connection goes on")
+            .unwrap();
+        // Not resting: a connection goes on at once.
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            hub.wake(Duration::from_secs(10)),
+        )
+        .await
+        .expect("no wait while the feed reads");
+    }
+
+    #[tokio::test]
+    async fn a_connection_made_while_the_feed_rests_wakes_it_too() {
+        let hub = Hub::new(8, 10);
+        hub.start(0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(hub.try_rest(Duration::from_millis(10)));
+        let mut sub = hub.subscribe("alice", Some("-1"));
+        tokio::time::timeout(Duration::from_secs(5), hub.wanted())
+            .await
+            .expect("the feed is wanted again");
+        // What it reads on from where it stopped reaches the connection.
+        hub.start(0);
+        hub.publish(notice(0, "alice"));
+        assert_eq!(offsets(&mut sub.notices), [0]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod hub;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use tokio::sync::watch;
 
 pub use hub::Hub;
@@ -23,6 +24,9 @@ pub struct StreamSettings {
     pub replay: usize,
     /// A comment line this often keeps proxies from closing an idle stream.
     pub keepalive: Duration,
+    /// With no connection open for this long, stop reading `task-updates` until the next one
+    /// (zero: never).
+    pub feed_rest: Duration,
 }
 
 impl Default for StreamSettings {
@@ -32,6 +36,7 @@ impl Default for StreamSettings {
             client_buffer: 64,
             replay: 1024,
             keepalive: Duration::from_secs(15),
+            feed_rest: Duration::from_secs(30),
         }
     }
 }
@@ -50,18 +55,35 @@ pub struct Feed {
     hub: Arc<Hub>,
     brokers: String,
     topic: String,
+    rest_after: Duration,
+    reading: IntGauge,
 }
 
 impl Feed {
-    pub fn new(hub: Arc<Hub>, brokers: &str, topic: String) -> Feed {
+    pub fn new(
+        hub: Arc<Hub>,
+        brokers: &str,
+        topic: String,
+        rest_after: Duration,
+        reading: IntGauge,
+    ) -> Feed {
         Feed {
             hub,
             brokers: brokers.to_owned(),
             topic,
+            rest_after,
+            reading,
         }
     }
 
     pub async fn run(self, stop: watch::Receiver<bool>) {
-        feed::run(self.hub, self.brokers, self.topic, stop).await;
+        let Feed {
+            hub,
+            brokers,
+            topic,
+            rest_after,
+            reading,
+        } = self;
+        feed::run(hub, brokers, topic, rest_after, reading, stop).await;
     }
 }

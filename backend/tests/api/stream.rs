@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
-use taskflow_test_support::kafka::topics;
+use taskflow_test_support::kafka::{prefixed_topics, topics};
+use uuid::Uuid;
 
 use crate::helpers::{error_code, fresh_database, settings, spawn_with, TestApp};
 
@@ -18,6 +19,54 @@ async fn streaming_app() -> TestApp {
     s.events.relay_enabled = true;
     s.stream.enabled = true;
     spawn_with(s).await
+}
+
+/// A streaming app whose feed rests after `rest` without connections and keeps `replay`
+/// notices, on topics of its own: their notices are only its own.
+async fn resting_app(rest: Duration, replay: usize) -> TestApp {
+    let mut s = settings(&fresh_database().await);
+    let brokers = topics().await;
+    let prefix = format!("rest-{}-", Uuid::now_v7().simple());
+    prefixed_topics(&brokers, &prefix).await;
+    s.common.kafka_brokers = brokers;
+    s.common.topic_prefix = prefix;
+    s.events.relay_enabled = true;
+    s.stream.enabled = true;
+    s.stream.feed_rest = rest;
+    s.stream.replay = replay;
+    // A closed connection is noticed when a write to it fails: keep-alives make that soon.
+    s.stream.keepalive = Duration::from_millis(100);
+    spawn_with(s).await
+}
+
+/// Waits until `taskflow_stream_feed_reading` is `value` (1 reading, 0 resting).
+async fn until_feed_reading(app: &TestApp, value: &str) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    loop {
+        let metrics = app.metrics().await;
+        let now = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("taskflow_stream_feed_reading "))
+            .expect("the feed's gauge")
+            .to_owned();
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feed's gauge stayed {now}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the relay has published every change (their notices are on the broker).
+async fn until_published(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    while app.count("SELECT count(*) AS n FROM outbox").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One Server-Sent Event.
@@ -206,4 +255,63 @@ async fn the_stream_is_503_where_it_is_off() {
         .await
         .unwrap();
     assert_eq!(error_code(res, 503).await, "unavailable");
+}
+
+/// A stream of `user` sees one of their changes and goes away; then, with no connection, the
+/// process stops reading task-updates. Returns the id of the event the stream saw last.
+async fn seen_then_left(app: &TestApp, user: &str) -> String {
+    let mut live = Sse::open(app, user, None).await;
+    let before = app.create(user, json!({"title": "Before"})).await;
+    let (created, _) = live
+        .task_event(before["id"].as_str().unwrap(), "created")
+        .await;
+    drop(live);
+    until_feed_reading(app, "0").await;
+    created.id.unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_opened_after_the_feed_rested_gets_what_changed_meanwhile() {
+    let app = resting_app(Duration::from_millis(300), 1024).await;
+    let user = "rest-ivan";
+    let created_id = seen_then_left(&app, user).await;
+    let meanwhile = app.create(user, json!({"title": "Meanwhile"})).await;
+    until_published(&app).await;
+
+    // The next connection wakes it; it reads on from where it stopped, so resuming after the
+    // last event seen replays what came while it rested.
+    let mut resumed = Sse::open(&app, user, Some(&created_id)).await;
+    assert_eq!(resumed.opening.as_ref().unwrap().event, "ready");
+    let replayed = resumed.next().await;
+    assert_eq!(replayed.event, "task");
+    let data: Value = serde_json::from_str(&replayed.data).unwrap();
+    assert_eq!(
+        (data["task_id"].as_str(), data["event_type"].as_str()),
+        (meanwhile["id"].as_str(), Some("created"))
+    );
+    until_feed_reading(&app, "1").await;
+}
+
+#[tokio::test]
+async fn after_more_than_the_ring_came_while_resting_older_ids_resync_and_new_streams_stay() {
+    let app = resting_app(Duration::from_millis(300), 2).await;
+    let user = "rest-judy";
+    let created_id = seen_then_left(&app, user).await;
+    for i in 0..4 {
+        app.create(user, json!({"title": format!("Meanwhile {i}")}))
+            .await;
+    }
+    until_published(&app).await;
+
+    // The feed reads only the latest two notices: an id from before them is not resumable, and
+    // the connection is told so before it subscribes rather than dropped afterwards.
+    let old = Sse::open(&app, user, Some(&created_id)).await;
+    assert_eq!(old.opening.as_ref().unwrap().event, "resync");
+    // A new stream stays open and gets the next change.
+    let mut fresh = Sse::open(&app, user, None).await;
+    assert_eq!(fresh.opening.as_ref().unwrap().event, "ready");
+    let after = app.create(user, json!({"title": "After"})).await;
+    fresh
+        .task_event(after["id"].as_str().unwrap(), "created")
+        .await;
 }
