@@ -20,7 +20,9 @@
 //! recurrence worker (default 3000), `BENCH_COMPLETION_RATE` completions/s for the
 //! next-occurrence latency (default 200, over `BENCH_EVENT_SECONDS`), `BENCH_REMINDERS` due in
 //! the same second (default 1000), `BENCH_BIN_DIR` the release service binaries (default: beside
-//! this bench's). Any failed request, missing event or stuck outbox makes it exit 1.
+//! this bench's), `BENCH_BROKER_PID` the broker's process, for its CPU per request (`./dev bench`
+//! sets it to the Tansu it started). Any failed request, missing event or stuck outbox makes it
+//! exit 1.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -49,6 +51,8 @@ use tokio::sync::watch;
 use url::Url;
 use uuid::Uuid;
 
+#[path = "throughput/cpu.rs"]
+mod cpu;
 #[path = "throughput/workers.rs"]
 mod workers;
 
@@ -360,6 +364,7 @@ async fn run(
             .build()?,
         rows: Vec::new(),
         notes: Vec::new(),
+        cpu: cpu::Cpu::new(database_url).await?,
     };
     let app_task = tokio::spawn(app.run_until_stopped());
     let result = bench.measure(server, started).await;
@@ -754,6 +759,7 @@ struct Bench<'a> {
     rows: Vec<Row>,
     /// Findings printed under the table (wait events, catch-up times).
     notes: Vec<String>,
+    cpu: cpu::Cpu,
 }
 
 /// A scratch directory for wrk's scripts and pgbench's logs.
@@ -1080,6 +1086,7 @@ impl Bench<'_> {
             .await?;
         let phases_before = self.relay_phases().await?;
         let sampler = WaitSampler::start(&self.database_url);
+        let cpu_before = self.cpu.now();
         let load = self
             .wrk(requests, c, time)
             .await
@@ -1087,18 +1094,36 @@ impl Bench<'_> {
         let done = Instant::now();
         let waits = sampler.finish().await?;
         let caught_up = self.drained().await? - done;
+        // The relay's catch-up is part of what the requests cost.
+        let api_cpu = self.cpu.now().per(
+            &cpu_before,
+            load.per_second * time.as_secs_f64(),
+            "request",
+            "this process (API, relay)",
+            "wrk",
+        );
         // A publish that failed waits out its backoff, and its key's later rows with it: the
         // catch-up can then take seconds.
         let retried = self.retried_since(before).await?;
         let phases_after = self.relay_phases().await?;
+        let cpu_before = self.cpu.now();
         let pg = self
             .pgbench(&self.pg_url, "prepared", script, vars, c, time)
             .await
             .with_context(|| format!("pgbench for {what} c={c}"))?;
+        let pg_cpu = self.cpu.now().per(
+            &cpu_before,
+            pg.per_second * time.as_secs_f64(),
+            "transaction",
+            "",
+            "pgbench",
+        );
         self.notes.push(format!(
             "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load; {retried}",
             ms(caught_up)
         ));
+        self.notes
+            .push(format!("{what} c={c}: {api_cpu}; pgbench's run: {pg_cpu}"));
         self.notes.push(Self::relay_note(
             &format!("{what} c={c} and its catch-up"),
             &phases_before,
@@ -1150,12 +1175,18 @@ impl Bench<'_> {
                 body: None,
             }];
             let sampler = WaitSampler::start(&self.database_url);
+            let cpu_before = self.cpu.now();
             let load = self
                 .wrk(&requests, LIST_CONCURRENCY, self.knobs.list_time)
                 .await?;
+            let api_cpu = self.cpu.now().per(
+                &cpu_before,
+                load.per_second * self.knobs.list_time.as_secs_f64(),
+                "page",
+                "this process",
+                "wrk",
+            );
             let waits = sampler.finish().await?;
-            self.notes
-                .push(format!("GET /tasks?{query}: sessions not idle: {waits}"));
             // As the API speaks it: a page without value filters is a statement kept prepared.
             let kept = backend::listing::kept_prepared(
                 &ListQuery::parse(&query).map_err(|e| anyhow!("{query}: {e:?}"))?,
@@ -1166,6 +1197,7 @@ impl Bench<'_> {
             } else {
                 self.database_url.clone()
             };
+            let cpu_before = self.cpu.now();
             let pg = self
                 .pgbench(
                     &url,
@@ -1180,6 +1212,16 @@ impl Bench<'_> {
                     self.knobs.list_time,
                 )
                 .await?;
+            let pg_cpu = self.cpu.now().per(
+                &cpu_before,
+                pg.per_second * self.knobs.list_time.as_secs_f64(),
+                "page",
+                "",
+                "pgbench",
+            );
+            self.notes.push(format!(
+                "GET /tasks?{query}: sessions not idle: {waits}; {api_cpu}; pgbench's run: {pg_cpu}"
+            ));
             if load.errors > 0 {
                 bail!("GET {path}?{query}: {} requests failed", load.errors);
             }

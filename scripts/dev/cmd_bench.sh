@@ -14,6 +14,8 @@ cmd_bench() {
 		cleanup
 		return 1
 	}
+	# Its CPU per request is then counted too (the bench's notes); not when the broker is elsewhere.
+	BENCH_BROKER_PID=$(pidfile_pid tansu) && export BENCH_BROKER_PID
 	say "cargo bench -p backend --bench throughput (release build; BENCH_SECONDS=${BENCH_SECONDS:-8} BENCH_LIST_SECONDS=${BENCH_LIST_SECONDS:-3})"
 	cargo bench -p backend --bench throughput "$@" || status=$?
 	cleanup
