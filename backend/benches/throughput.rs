@@ -1097,9 +1097,9 @@ impl Bench<'_> {
         // The relay's catch-up is part of what the requests cost.
         let api_cpu = self.cpu.now().per(
             &cpu_before,
-            load.per_second * time.as_secs_f64(),
+            (&load, time),
             "request",
-            "this process (API, relay)",
+            Some("this process (API, relay)"),
             "wrk",
         );
         // A publish that failed waits out its backoff, and its key's later rows with it: the
@@ -1111,13 +1111,10 @@ impl Bench<'_> {
             .pgbench(&self.pg_url, "prepared", script, vars, c, time)
             .await
             .with_context(|| format!("pgbench for {what} c={c}"))?;
-        let pg_cpu = self.cpu.now().per(
-            &cpu_before,
-            pg.per_second * time.as_secs_f64(),
-            "transaction",
-            "",
-            "pgbench",
-        );
+        let pg_cpu = self
+            .cpu
+            .now()
+            .per(&cpu_before, (&pg, time), "transaction", None, "pgbench");
         self.notes.push(format!(
             "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load; {retried}",
             ms(caught_up)
@@ -1181,9 +1178,9 @@ impl Bench<'_> {
                 .await?;
             let api_cpu = self.cpu.now().per(
                 &cpu_before,
-                load.per_second * self.knobs.list_time.as_secs_f64(),
+                (&load, self.knobs.list_time),
                 "page",
-                "this process",
+                Some("this process"),
                 "wrk",
             );
             let waits = sampler.finish().await?;
@@ -1214,9 +1211,9 @@ impl Bench<'_> {
                 .await?;
             let pg_cpu = self.cpu.now().per(
                 &cpu_before,
-                pg.per_second * self.knobs.list_time.as_secs_f64(),
+                (&pg, self.knobs.list_time),
                 "page",
-                "",
+                None,
                 "pgbench",
             );
             self.notes.push(format!(

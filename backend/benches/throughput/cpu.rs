@@ -9,9 +9,13 @@
 //! during the run has its CPU added to the postmaster's children's time, so it is not lost.
 //! Off Linux, or with PostgreSQL on another machine, the parts that cannot be read are left out.
 
+use std::time::Duration;
+
 use diesel::sql_types::Integer;
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use super::Load;
 
 /// Microseconds in one USER_HZ tick.
 const TICK_US: f64 = 10_000.0;
@@ -76,18 +80,20 @@ impl Cpu {
 }
 
 impl Ticks {
-    /// "CPU per <what>: …" over `count` requests since `before`.
+    /// "CPU per <what>: …" over the requests of `load`, run for `time`, since `before`; this
+    /// process's part under the name `this`, when it served them.
     pub(super) fn per(
         &self,
         before: &Ticks,
-        count: f64,
+        (load, time): (&Load, Duration),
         what: &str,
-        this: &str,
+        this: Option<&str>,
         generator: &str,
     ) -> String {
+        let count = load.per_second * time.as_secs_f64();
         let us = |ticks: u64| ticks as f64 * TICK_US / count.max(1.0);
         let mut parts = Vec::new();
-        if !this.is_empty() {
+        if let Some(this) = this {
             parts.push(format!("{this} {:.0} µs", us(self.this - before.this)));
         }
         parts.push(format!(

@@ -77,13 +77,14 @@ impl Feed {
     }
 
     pub async fn run(self, stop: watch::Receiver<bool>) {
-        let Feed {
-            hub,
-            brokers,
-            topic,
-            rest_after,
-            reading,
-        } = self;
-        feed::run(hub, brokers, topic, rest_after, reading, stop).await;
+        feed::run(
+            self.hub,
+            self.brokers,
+            self.topic,
+            self.rest_after,
+            self.reading,
+            stop,
+        )
+        .await;
     }
 }
