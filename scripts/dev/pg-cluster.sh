@@ -142,6 +142,10 @@ BEGIN
   ELSE
     ALTER ROLE $PG_APP_USER LOGIN CREATEDB NOSUPERUSER NOCREATEROLE PASSWORD '$PG_APP_PASSWORD';
   END IF;
+  -- To see every session in pg_stat_activity, autovacuum too (./dev bench samples it).
+  IF NOT pg_has_role('$PG_APP_USER', 'pg_read_all_stats', 'MEMBER') THEN
+    GRANT pg_read_all_stats TO $PG_APP_USER;
+  END IF;
 END
 \$\$;
 SELECT 'CREATE DATABASE $PG_APP_DB OWNER $PG_APP_USER'
