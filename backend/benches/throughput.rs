@@ -554,13 +554,29 @@ function setup(thread)
   thread:set("tid", threads)
   threads = threads + 1
 end
+-- Requests whose body needs no unique value, formatted once: wrk shares the cores with the API,
+-- so what it spends a request is taken from the API's side of the ratio.
+local formatted = {}
 function init(args)
   i = first or 0
   run = os.time()
+  for k, r in ipairs(reqs) do
+    if not (r[4] and string.find(r[4], "UNIQUE", 1, true)) then
+      local headers = { ["Authorization"] = r[3] }
+      if r[4] then
+        headers["Content-Type"] = "application/json"
+      end
+      formatted[k] = wrk.format(r[1], r[2], headers, r[4])
+    end
+  end
 end
 function request()
   i = i + 1
-  local r = reqs[(i % #reqs) + 1]
+  local k = (i % #reqs) + 1
+  if formatted[k] then
+    return formatted[k]
+  end
+  local r = reqs[k]
   local headers = { ["Authorization"] = r[3] }
   local body = r[4]
   if body then
