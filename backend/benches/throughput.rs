@@ -189,8 +189,8 @@ impl Knobs {
     }
 }
 
-/// The external programs: the load generator and PostgreSQL's own benchmark, each started in a
-/// session of its own by `setsid`.
+/// The external programs: the load generator and PostgreSQL's own benchmark, each started (as
+/// the workers are) in a session of its own by `setsid`.
 struct Tools {
     wrk: PathBuf,
     pgbench: PathBuf,

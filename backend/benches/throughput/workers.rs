@@ -4,7 +4,7 @@
 //! the workers' groups start from the earliest offset.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{ms, percentile, proc_status_mib, Bench, Load, Row, SECRET};
+use super::{ms, percentile, proc_status_mib, Bench, Load, Row, Tools, SECRET};
 
 /// Requests in flight while the bench seeds tasks and completes a backlog.
 const SEED_CONCURRENCY: usize = 32;
@@ -36,7 +36,9 @@ struct Service {
 }
 
 impl Service {
+    /// In a session of its own, as the load tools ([`Tools::command`]).
     fn start(
+        tools: &Tools,
         bins: &Path,
         name: &'static str,
         database_url: &str,
@@ -56,7 +58,8 @@ impl Service {
         let address = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("taskflow-bench-{name}-{port}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(&bin)
+        let child = tools
+            .command(&bin)
             .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", brokers)
             .env("KAFKA_TOPIC_PREFIX", topic_prefix)
@@ -165,7 +168,14 @@ impl Bench<'_> {
         let backlog = self.seed_series("bench-r", series).await?;
         self.complete_all(&backlog).await?;
         self.drained().await?;
-        let mut worker = Service::start(&bins, "recurrence-worker", &db, &brokers, &prefix)?;
+        let mut worker = Service::start(
+            self.tools,
+            &bins,
+            "recurrence-worker",
+            &db,
+            &brokers,
+            &prefix,
+        )?;
         worker.ready(&self.client).await?;
         self.occurrences_created("bench-r", series).await?;
         let span = self
@@ -223,7 +233,7 @@ impl Bench<'_> {
         let worker_rss = worker.peak_rss_mib();
         drop(worker);
 
-        let mut notifier = Service::start(&bins, "notifier", &db, &brokers, &prefix)?;
+        let mut notifier = Service::start(self.tools, &bins, "notifier", &db, &brokers, &prefix)?;
         notifier.ready(&self.client).await?;
         self.reminders_at_once().await?;
         self.rows.push(Row::value(
