@@ -36,7 +36,9 @@ struct Service {
 }
 
 impl Service {
-    /// In a session of its own, as the load tools ([`Tools::command`]).
+    /// In a session of its own, as the load tools ([`Tools::command`]). `setsid` runs the binary
+    /// in its own place (this child leads no process group), so the child is the service: its
+    /// RSS is read and it is killed by that pid.
     fn start(
         tools: &Tools,
         bins: &Path,
