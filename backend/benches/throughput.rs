@@ -554,6 +554,13 @@ function setup(thread)
   thread:set("tid", threads)
   threads = threads + 1
 end
+local function format(r, body)
+  local headers = { ["Authorization"] = r[3] }
+  if body then
+    headers["Content-Type"] = "application/json"
+  end
+  return wrk.format(r[1], r[2], headers, body)
+end
 -- Requests whose body needs no unique value, formatted once: wrk shares the cores with the API,
 -- so what it spends a request is taken from the API's side of the ratio.
 local formatted = {}
@@ -562,11 +569,7 @@ function init(args)
   run = os.time()
   for k, r in ipairs(reqs) do
     if not (r[4] and string.find(r[4], "UNIQUE", 1, true)) then
-      local headers = { ["Authorization"] = r[3] }
-      if r[4] then
-        headers["Content-Type"] = "application/json"
-      end
-      formatted[k] = wrk.format(r[1], r[2], headers, r[4])
+      formatted[k] = format(r, r[4])
     end
   end
 end
@@ -577,13 +580,7 @@ function request()
     return formatted[k]
   end
   local r = reqs[k]
-  local headers = { ["Authorization"] = r[3] }
-  local body = r[4]
-  if body then
-    headers["Content-Type"] = "application/json"
-    body = (string.gsub(body, "UNIQUE", run .. "." .. (tid or 0) .. "." .. i))
-  end
-  return wrk.format(r[1], r[2], headers, body)
+  return format(r, (string.gsub(r[4], "UNIQUE", run .. "." .. (tid or 0) .. "." .. i)))
 end
 function done(summary, latency, requests)
   local e = summary.errors
