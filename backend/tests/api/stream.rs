@@ -297,11 +297,15 @@ async fn after_more_than_the_ring_came_while_resting_older_ids_resync_and_new_st
     let app = resting_app(Duration::from_millis(300), 2).await;
     let user = "rest-judy";
     let created_id = seen_then_left(&app, user).await;
+    // One at a time, each notice in a record batch of its own: Tansu reports the partition's end
+    // as the last batch's base offset + 1 (../shared/reference/kafka-outbox.md), so four notices
+    // in one batch would look like one and the feed would read on from its last notice (and
+    // deliver all four) instead of only the latest two.
     for i in 0..4 {
         app.create(user, json!({"title": format!("Meanwhile {i}")}))
             .await;
+        until_published(&app).await;
     }
-    until_published(&app).await;
 
     // The feed reads only the latest two notices: an id from before them is not resumable, and
     // the connection is told so before it subscribes rather than dropped afterwards.
