@@ -52,6 +52,9 @@ pub struct EventSettings {
     pub dapr_pubsub_name: String,
     pub batch_size: i64,
     pub poll_interval: Duration,
+    /// While rows keep coming (or another relay holds the lock), a pass starts at most this
+    /// often, counted from the start of the one before; a full batch is followed at once.
+    pub pass_interval: Duration,
     pub max_backoff: Duration,
     /// How long one publish may wait for the broker or sidecar before it counts as failed.
     pub publish_timeout: Duration,
@@ -70,6 +73,10 @@ impl Default for EventSettings {
             dapr_pubsub_name: default_of("DAPR_PUBSUB_NAME").into(),
             batch_size: 500,
             poll_interval: Duration::from_millis(1_000),
+            // Under load a pass per writer's wake-up cost the broker and PostgreSQL more than its
+            // rows did: in the bench, 15 ms cut the passes of the c=16 creates from 1,035 to
+            // 426 and the CPU a create needs by 30 µs, for 7.6 ms more on the event path's p99.
+            pass_interval: Duration::from_millis(15),
             max_backoff: Duration::from_millis(30_000),
             publish_timeout: Duration::from_millis(10_000),
             retention: Duration::from_secs(72 * 3600),
@@ -154,6 +161,9 @@ impl Settings {
                 dapr_pubsub_name: shared("DAPR_PUBSUB_NAME"),
                 batch_size: parsed("OUTBOX_BATCH_SIZE", d.batch_size)?.clamp(1, 10_000),
                 poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", d.poll_interval)?,
+                // At least 1 ms: a standby relay polls the lock at this rate.
+                pass_interval: millis("OUTBOX_PASS_INTERVAL_MS", d.pass_interval)?
+                    .clamp(Duration::from_millis(1), Duration::from_secs(1)),
                 max_backoff: millis("OUTBOX_MAX_BACKOFF_MS", d.max_backoff)?,
                 publish_timeout: millis("PUBLISH_TIMEOUT_MS", d.publish_timeout)?,
                 retention: Duration::from_secs(

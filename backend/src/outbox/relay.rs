@@ -27,9 +27,6 @@ use crate::metrics::Metrics;
 const RELAY_LOCK: i64 = 0x7461_736b_666c_6f77; // "taskflow"
 /// How often an idle relay checks that the broker or sidecar still answers.
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-/// While rows keep coming (or another relay holds the lock) the relay looks again this soon: it
-/// has disarmed other writers' NOTIFY, so this is how it hears them until it goes idle.
-const BUSY_POLL: Duration = Duration::from_millis(10);
 /// The backlog gauges are refreshed at most this often.
 const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 /// While behind, the relay vacuums the outbox after this many full batches since the last
@@ -338,8 +335,10 @@ impl Relay {
 
     /// Run until `shutdown` turns true.
     ///
-    /// Woken by this process's writers ([`RelayWakeup`]), by NOTIFY from other processes while it
-    /// is idle and armed, by a short poll while rows keep coming, and by the poll interval.
+    /// Woken by this process's writers ([`RelayWakeup`]) and by NOTIFY from other processes while
+    /// it is idle and armed, and by the poll interval. While rows keep coming it neither listens
+    /// nor is woken: it looks again one pass interval after its last pass started, so a pass takes
+    /// what came meanwhile instead of each writer's commit starting one.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(publisher = self.publisher.name(), "outbox relay started");
         let mut listener = self.listener().await;
@@ -354,6 +353,8 @@ impl Relay {
         let mut armed = false;
         // The first pass runs at once: rows may have waited while no relay ran.
         let mut wait = Duration::ZERO;
+        // Rows keep coming: this process's wake-ups wait for the pass interval too.
+        let mut paced = false;
         loop {
             {
                 let notified = async {
@@ -365,7 +366,7 @@ impl Relay {
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => break,
                     _ = tokio::time::sleep(wait) => {}
-                    _ = self.wakeup.woken() => {}
+                    _ = self.wakeup.woken(), if !paced => {}
                     alive = notified => if !alive { listener = None; },
                 }
             }
@@ -373,6 +374,8 @@ impl Relay {
                 listener = self.listener().await;
             }
             wait = self.settings.poll_interval;
+            paced = false;
+            let started = Instant::now();
             match self.drain().await {
                 Ok(pass) => {
                     failures = 0;
@@ -430,8 +433,13 @@ impl Relay {
                             Err(e) => tracing::warn!(error = %e, "outbox wake-up flag not set"),
                         }
                     }
+                    // Soon: one pass interval after this drain started.
                     if busy && !failed {
-                        wait = BUSY_POLL;
+                        wait = self
+                            .settings
+                            .pass_interval
+                            .saturating_sub(started.elapsed());
+                        paced = true;
                     }
                 }
                 Err(e) => {
