@@ -335,10 +335,10 @@ impl Relay {
 
     /// Run until `shutdown` turns true.
     ///
-    /// Woken by this process's writers ([`RelayWakeup`]) and by NOTIFY from other processes while
-    /// it is idle and armed, and by the poll interval. While rows keep coming it neither listens
-    /// nor is woken: it looks again one pass interval after its last pass started, so a pass takes
-    /// what came meanwhile instead of each writer's commit starting one.
+    /// Woken by this process's writers ([`RelayWakeup`]), by NOTIFY from other processes while it
+    /// is idle and armed, and by the poll interval. While rows keep coming, wake-ups do not start
+    /// a pass: it looks again one pass interval after its last drain started, so a pass takes what
+    /// came meanwhile instead of each writer's commit starting one.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(publisher = self.publisher.name(), "outbox relay started");
         let mut listener = self.listener().await;
