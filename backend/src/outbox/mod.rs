@@ -2,8 +2,28 @@
 //! writes, [`retention`] deletes what is no longer needed, and [`EventPathHealth`] says whether
 //! the relay can publish.
 
+use diesel_async::RunQueryDsl;
+use taskflow_db::prepared::Prepare;
+use taskflow_db::DbPool;
+
 pub mod relay;
 pub mod retention;
+
+/// Arm or disarm the NOTIFY of writers in other processes (the `outbox_notify` trigger): an idle
+/// relay arms it, a busy one disarms it. An upsert, since the flag's table is unlogged and empty
+/// after a crash.
+async fn arm_wakeup(pool: &DbPool, armed: bool) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    diesel::sql_query(
+        "INSERT INTO outbox_relay_wakeup (armed) VALUES ($1) \
+         ON CONFLICT (id) DO UPDATE SET armed = excluded.armed",
+    )
+    .bind::<diesel::sql_types::Bool, _>(armed)
+    .prepared()
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
 
 /// Wakes this process's relay after a commit that wrote outbox rows. In-process, so commits do
 /// not queue on PostgreSQL's database-wide notification lock as a NOTIFY per transaction did.

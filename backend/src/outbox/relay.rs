@@ -19,7 +19,7 @@ use taskflow_kafka::publisher::{Outbound, PublishError, Publisher};
 use tokio::sync::watch;
 
 use super::retention::{self, PublishedBy};
-use super::{EventPathHealth, RelayWakeup};
+use super::{arm_wakeup, EventPathHealth, RelayWakeup};
 use crate::configuration::EventSettings;
 use crate::metrics::Metrics;
 
@@ -318,21 +318,6 @@ impl Relay {
         Some(conn)
     }
 
-    /// Arm or disarm the NOTIFY of writers in other processes (the `outbox_notify` trigger).
-    /// An upsert, since the flag's table is unlogged and empty after a crash.
-    async fn set_armed(&self, armed: bool) -> anyhow::Result<()> {
-        let mut conn = self.pool.get().await?;
-        diesel::sql_query(
-            "INSERT INTO outbox_relay_wakeup (armed) VALUES ($1) \
-             ON CONFLICT (id) DO UPDATE SET armed = excluded.armed",
-        )
-        .bind::<diesel::sql_types::Bool, _>(armed)
-        .prepared()
-        .execute(&mut conn)
-        .await?;
-        Ok(())
-    }
-
     /// Run until `shutdown` turns true.
     ///
     /// Woken by this process's writers ([`RelayWakeup`]), by NOTIFY from other processes while it
@@ -349,7 +334,7 @@ impl Relay {
         let mut last_backlog = Instant::now() - BACKLOG_REFRESH;
         let mut delayed = 0;
         let mut last_problem: Option<String> = None;
-        // Whether this relay has asked other processes' writers to NOTIFY (see `set_armed`).
+        // Whether this relay has asked other processes' writers to NOTIFY (see `arm_wakeup`).
         let mut armed = false;
         // The first pass runs at once: rows may have waited while no relay ran.
         let mut wait = Duration::ZERO;
@@ -423,7 +408,7 @@ impl Relay {
                     // whose writers committed before they could see the flag.
                     let busy = pass.claimed > 0 || pass.standby;
                     if busy == armed {
-                        match self.set_armed(!busy).await {
+                        match arm_wakeup(&self.pool, !busy).await {
                             Ok(()) => {
                                 armed = !busy;
                                 if armed {

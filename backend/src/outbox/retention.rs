@@ -58,9 +58,18 @@ pub async fn prune(pool: &DbPool, retention: Duration, by: PublishedBy) -> anyho
 
 /// Prune every [`PRUNE_INTERVAL`] until `shutdown` turns true: what runs instead of the relay
 /// when Debezium publishes.
+///
+/// Each time it also disarms the writers' NOTIFY: a relay that stopped while idle (before the
+/// switch, or a replica still running one) leaves it armed, no relay here disarms it, and every
+/// statement writing outbox rows would then NOTIFY, its commit queueing on PostgreSQL's
+/// database-wide notification lock (pgbench's creates: 5,543–5,783 tps armed, 8,362–8,827 not).
+/// A relay still running elsewhere then hears other processes' rows by its poll only.
 pub async fn run(pool: DbPool, retention: Duration, mut shutdown: watch::Receiver<bool>) {
     tracing::info!("outbox published by change data capture (Debezium): pruning only");
     loop {
+        if let Err(e) = super::arm_wakeup(&pool, false).await {
+            tracing::warn!(error = %e, "could not disarm the relay's wake-up");
+        }
         if let Err(e) = prune(&pool, retention, PublishedBy::ChangeCapture).await {
             tracing::warn!(error = %e, "pruning failed");
         }

@@ -728,6 +728,33 @@ async fn with_debezium_publishing_nothing_here_publishes_and_rows_go_by_age() {
     assert_eq!(app.count("SELECT count(*) AS n FROM outbox_sent").await, 0);
 }
 
+/// A relay that stopped while idle leaves the writers' NOTIFY armed; after a switch to Debezium
+/// no relay would disarm it, and every statement writing outbox rows would NOTIFY, its commit
+/// queueing on PostgreSQL's notification lock. The Debezium mode's pruning disarms it.
+#[tokio::test]
+async fn with_debezium_publishing_a_relay_wake_up_left_armed_is_disarmed() {
+    let database = fresh_database().await;
+    let before = spawn_with(settings(&database)).await;
+    before
+        .execute("UPDATE outbox_relay_wakeup SET armed = true")
+        .await;
+    let mut s = settings(&database);
+    s.events.relay_enabled = true;
+    s.events.publisher = PublisherKind::Debezium;
+    let app = spawn_with(s).await;
+    for _ in 0..100 {
+        if app
+            .count("SELECT count(*) AS n FROM outbox_relay_wakeup WHERE armed")
+            .await
+            == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the relay's wake-up stayed armed with Debezium publishing");
+}
+
 #[tokio::test]
 async fn sent_rows_are_pruned_after_the_retention_and_unsent_rows_never() {
     use std::sync::Arc;
