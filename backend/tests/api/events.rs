@@ -513,11 +513,9 @@ async fn while_rows_keep_coming_a_pass_takes_what_came_during_the_pass_interval(
     create_tasks(&app, "paced", 20).await;
     let writing = started.elapsed();
     drained(&app).await;
-    let metrics = app.metrics().await;
-    let passes: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("taskflow_outbox_relay_seconds_count{phase=\"pass\"} "))
-        .expect("the relay's pass count")
+    let passes: u64 = app
+        .metric("taskflow_outbox_relay_seconds_count{phase=\"pass\"}")
+        .await
         .parse()
         .unwrap();
     // A pass for each interval the 20 creates spanned, and one more for the first if it found

@@ -106,6 +106,18 @@ impl TestApp {
         res.text().await.unwrap()
     }
 
+    /// The value of one sample from `/metrics`, e.g. `taskflow_stream_feed_reading` or
+    /// `name{label="value"}`, as exposed.
+    pub async fn metric(&self, sample: &str) -> String {
+        let prefix = format!("{sample} ");
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics"))
+            .to_owned()
+    }
+
     pub async fn list(&self, user: &str, query: &str) -> Value {
         let res = self
             .as_user(user, Method::GET, &format!("/api/{user}/tasks?{query}"))

@@ -1012,12 +1012,8 @@ const LIST_SESSIONS: &str = "SELECT count(*) AS n FROM pg_stat_activity \
 
 /// The request pools' open connections, from `/metrics`.
 async fn pooled_connections(app: &TestApp) -> String {
-    let metrics = app.metrics().await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("taskflow_db_pool_connections{state=\"open\"} "))
-        .expect("the open connections gauge")
-        .to_owned()
+    app.metric("taskflow_db_pool_connections{state=\"open\"}")
+        .await
 }
 
 #[tokio::test]

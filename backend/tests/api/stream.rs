@@ -43,12 +43,7 @@ async fn resting_app(rest: Duration, replay: usize) -> TestApp {
 async fn until_feed_reading(app: &TestApp, value: &str) {
     let deadline = tokio::time::Instant::now() + ARRIVAL;
     loop {
-        let metrics = app.metrics().await;
-        let now = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("taskflow_stream_feed_reading "))
-            .expect("the feed's gauge")
-            .to_owned();
+        let now = app.metric("taskflow_stream_feed_reading").await;
         if now == value {
             return;
         }
