@@ -43,10 +43,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use shared_events::envelope::TaskEventType;
 use shared_events::topics::{TASK_EVENTS, TOPICS};
 use taskflow_db::migrations::create_database;
 use taskflow_db::DbPool;
-use taskflow_test_support::db::EVERY_OUTBOX_ROW;
 use tokio::sync::watch;
 use url::Url;
 use uuid::Uuid;
@@ -752,23 +752,71 @@ fn create_body(i: usize) -> Value {
     body
 }
 
-/// The pgbench variables that stand for what the API writes: a title, a description and the two
-/// outbox payloads, taken from rows the API wrote.
-async fn pgbench_vars(pool: &DbPool) -> anyhow::Result<Vec<(&'static str, String)>> {
+/// One outbox row as the API writes it.
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Text)]
+    message_key: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Text)]
+    payload: String,
+}
+
+/// The outbox rows of a `created` change of one of `user`'s tasks (the event, then its notice),
+/// as the API writes them: recorded in a transaction that is rolled back, because the relay
+/// keeps no sent rows to copy.
+async fn written_rows(pool: &DbPool, user: &str) -> anyhow::Result<[Written; 2]> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+    }
     let mut conn = pool.get().await?;
-    let mut payload = async |topic: &str| -> anyhow::Result<String> {
-        Ok(diesel::sql_query(format!(
-            "SELECT payload::text AS v FROM {EVERY_OUTBOX_ROW} \
-             WHERE topic = $1 AND payload->'data'->>'user_id' = $2 ORDER BY seq DESC LIMIT 1"
-        ))
-        .bind::<Text, _>(topic)
-        .bind::<Text, _>(user(0))
-        .get_result::<Setting>(&mut conn)
+    let Id { id } = diesel::sql_query("SELECT id FROM tasks WHERE user_id = $1 LIMIT 1")
+        .bind::<Text, _>(user)
+        .get_result(&mut conn)
+        .await?;
+    let task = taskflow_db::tasks::find(&mut conn, user, id, false)
         .await?
-        .v)
-    };
-    let event = payload(TASK_EVENTS).await?;
-    let notice = payload("task-updates").await?;
+        .ok_or_else(|| anyhow!("task {id} vanished"))?;
+    let mut written = Vec::new();
+    let rolled_back = conn
+        .transaction::<(), diesel::result::Error, _>(async |conn| {
+            let snapshot = task.snapshot();
+            taskflow_db::outbox::record_task_change(
+                conn,
+                TaskEventType::Created,
+                &snapshot,
+                None,
+                chrono::Utc::now(),
+            )
+            .await?;
+            written = diesel::sql_query(
+                "SELECT topic, message_key, event_type, payload::text AS payload FROM outbox \
+                 WHERE message_key = $1 ORDER BY seq DESC LIMIT 2",
+            )
+            .bind::<Text, _>(snapshot.series_id.to_string())
+            .load(conn)
+            .await?;
+            Err(diesel::result::Error::RollbackTransaction)
+        })
+        .await;
+    if !matches!(rolled_back, Err(diesel::result::Error::RollbackTransaction)) {
+        bail!("writing the template rows: {rolled_back:?}");
+    }
+    written.reverse();
+    written
+        .try_into()
+        .map_err(|w: Vec<Written>| anyhow!("{} template rows written, not 2", w.len()))
+}
+
+/// The pgbench variables that stand for what the API writes: a title, a description and the two
+/// outbox payloads.
+async fn pgbench_vars(pool: &DbPool) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let [event, notice] = written_rows(pool, &user(0)).await?;
     let body = create_body(1);
     Ok(vec![
         (
@@ -779,8 +827,8 @@ async fn pgbench_vars(pool: &DbPool) -> anyhow::Result<Vec<(&'static str, String
             "description",
             body["description"].as_str().unwrap_or_default().to_owned(),
         ),
-        ("event", event),
-        ("notice", notice),
+        ("event", event.payload),
+        ("notice", notice.payload),
     ])
 }
 
@@ -937,20 +985,16 @@ impl Bench<'_> {
         outcome
     }
 
-    /// How many outbox rows after `seq` were published only after a failed attempt, and one
-    /// of their errors.
-    async fn retried_since(&self, seq: i64) -> anyhow::Result<String> {
-        let mut conn = self.pool.get().await?;
-        let retried: Setting = diesel::sql_query(
-            "SELECT count(*) || ' of the run''s outbox rows sent only after a failed attempt' || \
-                    coalesce(' (at most ' || max(attempts) || ' attempts; an error: ' || \
-                             max(last_error) || ')', '') AS v \
-             FROM outbox_sent WHERE seq > $1 AND attempts > 0",
-        )
-        .bind::<BigInt, _>(seq)
-        .get_result(&mut conn)
-        .await?;
-        Ok(retried.v)
+    /// Publishes the relay saw fail so far (`taskflow_outbox_publish_failures_total`, every
+    /// topic): each was tried again.
+    async fn publish_failures(&self) -> anyhow::Result<f64> {
+        Ok(self
+            .metrics_text()
+            .await?
+            .lines()
+            .filter(|l| l.starts_with("taskflow_outbox_publish_failures_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum())
     }
 
     async fn count(&self, sql: &str) -> anyhow::Result<i64> {
@@ -1011,16 +1055,21 @@ impl Bench<'_> {
         Ok((status, value))
     }
 
-    /// The relay's phase histograms (`taskflow_outbox_relay_seconds`) from `/metrics`: per
-    /// phase, (sum of seconds, passes).
-    async fn relay_phases(&self) -> anyhow::Result<HashMap<String, (f64, f64)>> {
-        let text = self
+    /// The application's `/metrics`.
+    async fn metrics_text(&self) -> anyhow::Result<String> {
+        Ok(self
             .client
             .get(format!("{}/metrics", self.address))
             .send()
             .await?
             .text()
-            .await?;
+            .await?)
+    }
+
+    /// The relay's phase histograms (`taskflow_outbox_relay_seconds`) from `/metrics`: per
+    /// phase, (sum of seconds, passes).
+    async fn relay_phases(&self) -> anyhow::Result<HashMap<String, (f64, f64)>> {
+        let text = self.metrics_text().await?;
         let mut phases: HashMap<String, (f64, f64)> = HashMap::new();
         for line in text.lines() {
             let Some((series, value)) = line.rsplit_once(' ') else {
@@ -1120,9 +1169,7 @@ impl Bench<'_> {
         vars: &[(&str, String)],
     ) -> anyhow::Result<()> {
         let time = self.knobs.write_time;
-        let before = self
-            .count("SELECT last_value AS n FROM outbox_seq_seq")
-            .await?;
+        let failures_before = self.publish_failures().await?;
         let phases_before = self.relay_phases().await?;
         let sampler = WaitSampler::start(&self.database_url);
         let cpu_before = self.cpu.now();
@@ -1143,7 +1190,7 @@ impl Bench<'_> {
         );
         // A publish that failed waits out its backoff, and its key's later rows with it: the
         // catch-up can then take seconds.
-        let retried = self.retried_since(before).await?;
+        let retried = self.publish_failures().await? - failures_before;
         let phases_after = self.relay_phases().await?;
         let cpu_before = self.cpu.now();
         let pg = self
@@ -1155,7 +1202,7 @@ impl Bench<'_> {
             .now()
             .per(&cpu_before, (&pg, time), "transaction", None, "pgbench");
         self.notes.push(format!(
-            "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load; {retried}",
+            "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load; {retried} publishes failed and were tried again",
             ms(caught_up)
         ));
         self.notes
@@ -1347,7 +1394,6 @@ impl Bench<'_> {
             Load::from_latencies(total, elapsed, created.iter().map(|c| c.2).collect(), 0),
             None,
         ));
-        let acknowledged = self.acknowledged(user, &created).await?;
         let mut event = Load::from_latencies(total, elapsed, latencies, 0);
         event.errors = arrivals.duplicates as u64;
         self.notes.push(format!(
@@ -1368,12 +1414,6 @@ impl Bench<'_> {
             &phases_after,
         ));
         self.rows.push(Row::load(
-            format!("create response → `created` acknowledged by Kafka at {rate}/s"),
-            0,
-            Load::from_latencies(total, elapsed, acknowledged, 0),
-            None,
-        ));
-        self.rows.push(Row::load(
             format!("create response → `created` read by a consumer at {rate}/s"),
             0,
             event,
@@ -1382,61 +1422,30 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// For each create, from its response to the broker's acknowledgement of its `created` event:
-    /// the relay stamps `sent_at` from the clock (moving the row to `outbox_sent`) once every row
-    /// of its batch is acknowledged, so this is an upper bound. Zero when the event was on Kafka
-    /// before the response arrived.
-    async fn acknowledged(
-        &self,
-        user: &str,
-        created: &[(Uuid, Instant, Duration, chrono::DateTime<chrono::Utc>)],
-    ) -> anyhow::Result<Vec<Duration>> {
-        #[derive(QueryableByName)]
-        struct Sent {
-            #[diesel(sql_type = diesel::sql_types::Uuid)]
-            id: Uuid,
-            #[diesel(sql_type = diesel::sql_types::Timestamptz)]
-            sent_at: chrono::DateTime<chrono::Utc>,
-        }
-        let mut conn = self.pool.get().await?;
-        let sent: HashMap<Uuid, _> = diesel::sql_query(
-            "SELECT (payload->'data'->>'task_id')::uuid AS id, sent_at FROM outbox_sent \
-             WHERE topic = $1 AND event_type = 'com.taskflow.task.created' \
-               AND payload->'data'->>'user_id' = $2",
-        )
-        .bind::<Text, _>(TASK_EVENTS)
-        .bind::<Text, _>(user)
-        .load::<Sent>(&mut conn)
-        .await?
-        .into_iter()
-        .map(|s| (s.id, s.sent_at))
-        .collect();
-        created
-            .iter()
-            .map(|(id, _, _, returned_at)| {
-                let at = sent
-                    .get(id)
-                    .ok_or_else(|| anyhow!("the created event of task {id} is not marked sent"))?;
-                Ok((*at - *returned_at).to_std().unwrap_or_default())
-            })
-            .collect()
-    }
-
-    /// The relay draining a backlog inserted in one transaction (copies of real rows, 1000 keys).
+    /// The relay draining a backlog inserted in one transaction (copies of the rows of a created
+    /// task, 500 keys).
     async fn relay_backlog(&mut self) -> anyhow::Result<()> {
         let backlog = self.knobs.backlog;
         self.drained().await?;
-        execute(
-            &self.database_url,
-            &format!(
-                "INSERT INTO outbox (id, topic, message_key, event_type, payload) \
-                 SELECT gen_random_uuid(), r.topic, r.message_key || '-' || (i % 500), r.event_type, r.payload \
-                 FROM (SELECT topic, message_key, event_type, payload FROM outbox_sent ORDER BY seq DESC LIMIT 2) r, \
-                      generate_series(1, {}) i",
-                backlog / 2
-            ),
-        )
-        .await?;
+        let [event, notice] = written_rows(&self.pool, &user(0)).await?;
+        let mut conn = AsyncPgConnection::establish(&self.database_url).await?;
+        let mut insert = diesel::sql_query(format!(
+            "INSERT INTO outbox (id, topic, message_key, event_type, payload) \
+             SELECT gen_random_uuid(), r.topic, r.message_key || '-' || (i % 500), r.event_type, \
+                    r.payload::jsonb \
+             FROM (VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)) r(topic, message_key, event_type, payload), \
+                  generate_series(1, {}) i",
+            backlog / 2
+        ))
+        .into_boxed();
+        for row in [event, notice] {
+            insert = insert
+                .bind::<Text, _>(row.topic)
+                .bind::<Text, _>(row.message_key)
+                .bind::<Text, _>(row.event_type)
+                .bind::<Text, _>(row.payload);
+        }
+        insert.execute(&mut conn).await?;
         let t0 = Instant::now();
         let done = self.drained().await?;
         let rows = backlog / 2 * 2;
@@ -1616,9 +1625,7 @@ impl Bench<'_> {
             "memory of the bench process (server + relay + event client; wrk and pgbench run apart): VmRSS / peak VmHWM",
             format!("{rss:.1} MiB / {hwm:.1} MiB"),
         ));
-        let outbox_rows = self
-            .count("SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM outbox_sent) AS n")
-            .await?;
+        let tasks = self.count("SELECT count(*) AS n FROM tasks").await?;
 
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         let machine = format!(
@@ -1654,7 +1661,7 @@ impl Bench<'_> {
         }
         println!();
         println!(
-            "c = 0: a fixed rate (open loop) instead of fixed connections. Each change writes 2 outbox rows; {outbox_rows} in `outbox` and `outbox_sent` at the end. \
+            "c = 0: a fixed rate (open loop) instead of fixed connections. Each change writes 2 outbox rows (deleted once Kafka acknowledged them); {tasks} tasks at the end. \
              For the event latency, errors counts `created` events published twice. Run time: {:.1} s.",
             started.elapsed().as_secs_f64()
         );

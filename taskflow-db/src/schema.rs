@@ -24,7 +24,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Unsent events only: the relay moves what it sent to `outbox_sent` (raw SQL).
+    /// Unsent events only: the relay deletes what it sent, or with a retention moves it to
+    /// `outbox_sent` (raw SQL).
     outbox (seq) {
         seq -> BigInt,
         id -> Uuid,

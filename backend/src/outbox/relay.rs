@@ -1,8 +1,9 @@
 //! Publishes outbox rows. Safe with many replicas: one relay at a time holds the publishing
 //! lock (a transaction-scoped advisory lock), claims rows in `seq` order with
 //! `FOR UPDATE SKIP LOCKED`, publishes each key's rows in order and stops a key at its first
-//! failure, so a later event never overtakes an earlier one of the same task. What it sent moves
-//! to `outbox_sent` in the same transaction, so `outbox` holds only what is still to be sent.
+//! failure, so a later event never overtakes an earlier one of the same task. What it sent leaves
+//! `outbox` in the same transaction (deleted, or moved to `outbox_sent` when a retention is set),
+//! so `outbox` holds only what is still to be sent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,9 +59,14 @@ pub const CLAIM: &str = "SELECT seq, topic, message_key, payload::text AS payloa
          SELECT topic, message_key FROM outbox WHERE next_attempt_at > now()) \
      ORDER BY seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
-/// Move the sent rows (by `seq`) to the retained table. `sent_at` is the clock, not now() (this
-/// transaction's start, before the claim): every row here has been acknowledged by then, so it
-/// is when the row was on Kafka at the latest.
+/// Delete the sent rows (by `seq`): Kafka keeps the events, so by default no copy stays here.
+const DELETE_SENT: &str = "DELETE FROM outbox WHERE seq = ANY($1)";
+
+/// With a retention (`OUTBOX_RETENTION_HOURS`), move the sent rows (by `seq`) to the retained
+/// table instead, at a price: a second heap row and index entry per event (dev-server A/B of
+/// c=16 creates: PostgreSQL 161.8 µs of CPU a create moving, 150.7 deleting). `sent_at` is the
+/// clock, not now() (this transaction's start, before the claim): every row here has been
+/// acknowledged by then, so it is when the row was on Kafka at the latest.
 const MOVE_SENT: &str = "WITH sent AS (DELETE FROM outbox WHERE seq = ANY($1) \
        RETURNING seq, id, topic, message_key, event_type, payload, created_at, attempts, last_error) \
      INSERT INTO outbox_sent (seq, id, topic, message_key, event_type, payload, created_at, \
@@ -163,6 +169,7 @@ impl Relay {
         let prefix = self.topic_prefix.as_str();
         let metrics = self.metrics.clone();
         let max_backoff = self.settings.max_backoff.as_secs_f64();
+        let retain = !self.settings.retention.is_zero();
         let pass = conn.transaction::<_, anyhow::Error, _>(async |conn| {
             let Locked { locked } = diesel::sql_query(LOCK)
                 .bind::<BigInt, _>(RELAY_LOCK)
@@ -192,7 +199,7 @@ impl Relay {
                 metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
             }
             if !outcome.sent.is_empty() {
-                diesel::sql_query(MOVE_SENT)
+                diesel::sql_query(if retain { MOVE_SENT } else { DELETE_SENT })
                     .bind::<diesel::sql_types::Array<BigInt>, _>(&outcome.sent)
                     .prepared()
                     .execute(conn)

@@ -1,8 +1,10 @@
-//! What the outbox and its neighbours no longer need. With the built-in relay a sent row (moved
-//! to `outbox_sent`) goes once it was sent longer than `OUTBOX_RETENTION_HOURS` ago; with
-//! `EVENT_PUBLISHER=debezium` nothing in this process publishes and no row is ever moved, because
-//! Debezium reads committed rows from the write-ahead log, never from the table: every row older
-//! than the retention goes, and so do the sent rows of a relay that ran before.
+//! What the outbox and its neighbours no longer need. With the built-in relay a sent row kept in
+//! `outbox_sent` (only with an `OUTBOX_RETENTION_HOURS`; by default the relay deletes it) goes
+//! once it was sent longer than the retention ago, an hour at least, which also clears what a
+//! relay kept before the retention was turned off. With `EVENT_PUBLISHER=debezium` nothing in
+//! this process publishes and no row is ever moved, because Debezium reads committed rows from
+//! the write-ahead log, never from the table: every row older than the retention (an hour at
+//! least) goes, and so do the sent rows of a relay that ran before.
 
 use std::time::Duration;
 

@@ -310,7 +310,32 @@ async fn each_change_yields_one_event_in_order_with_the_envelope() {
         .iter()
         .all(|n| n.body["type"] == "com.taskflow.task.changed"));
     drained(&app).await;
-    // What was sent moved to the retained table, under the id the broker carries.
+    // Without a retention (the default) nothing sent is kept: Kafka has it.
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox_sent").await, 0);
+}
+
+#[tokio::test]
+async fn with_a_retention_what_was_sent_is_kept_under_the_id_the_broker_carries() {
+    let brokers = topics().await;
+    let mut s = relaying(
+        &fresh_database().await,
+        PublisherKind::Kafka,
+        &brokers,
+        None,
+    );
+    s.events.retention = Duration::from_secs(3600);
+    let app = spawn_with(s).await;
+    let ours = create_tasks(&app, "kept", 3).await;
+    let events = read(&brokers, "task-events", 3, ARRIVAL, |r| {
+        ours.contains(&task_id(r))
+    })
+    .await;
+    let notices = read(&brokers, "task-updates", 3, ARRIVAL, |r| {
+        ours.contains(&task_id(r))
+    })
+    .await;
+    assert_eq!((events.len(), notices.len()), (3, 3));
+    drained(&app).await;
     for e in events.iter().chain(&notices) {
         let id = e.body["id"].as_str().unwrap();
         let sql = format!(
@@ -318,6 +343,7 @@ async fn each_change_yields_one_event_in_order_with_the_envelope() {
         );
         assert_eq!(app.count(&sql).await, 1, "{id}");
     }
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox_sent").await, 6);
 }
 
 #[tokio::test]
@@ -825,6 +851,8 @@ async fn one_failing_key_holds_up_only_itself() {
     );
     // Smaller than the stuck key's backlog: healthy keys must still get through.
     s.events.batch_size = 20;
+    // Kept, so the sent rows show their failed attempts.
+    s.events.retention = Duration::from_secs(3600);
     let app = spawn_with(s).await;
 
     let stuck = app.create(USER, json!({"title": "stuck"})).await;
@@ -1081,12 +1109,14 @@ async fn a_fatal_producer_error_is_survived() {
     assert_eq!(events.len(), 20);
     assert_once_and_in_order(&events);
     drained(&app).await;
-    assert!(
-        app.count("SELECT count(*) AS n FROM outbox_sent WHERE attempts > 0")
-            .await
-            > 0,
-        "the injected error made a publish fail"
-    );
+    let failures: f64 = app
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("taskflow_outbox_publish_failures_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(failures > 0.0, "the injected error made a publish fail");
 }
 
 /// While the relay is behind, each claim reads the primary key over the entries of the rows it
