@@ -386,6 +386,10 @@ async fn run(
         knobs,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Under actix's 5 s keep-alive: a connection idle between phases is not reused as
+            // the server closes it (a run failed with "connection closed before message
+            // completed" while seeding the recurrence tasks).
+            .pool_idle_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
         rows: Vec::new(),

@@ -51,9 +51,14 @@ async fn relaying_app(
     spawn_with(relaying(database_url, publisher, brokers, dapr)).await
 }
 
+/// Settings for a database of its own, the relay publishing to `brokers` with rdkafka.
+async fn kafka_settings(brokers: &str) -> Settings {
+    relaying(&fresh_database().await, PublisherKind::Kafka, brokers, None)
+}
+
 /// An app on a database of its own whose relay publishes to `brokers` with rdkafka.
 async fn kafka_app(brokers: &str) -> TestApp {
-    relaying_app(&fresh_database().await, PublisherKind::Kafka, brokers, None).await
+    spawn_with(kafka_settings(brokers).await).await
 }
 
 fn task_id(r: &Received) -> String {
@@ -317,12 +322,7 @@ async fn each_change_yields_one_event_in_order_with_the_envelope() {
 #[tokio::test]
 async fn with_a_retention_what_was_sent_is_kept_under_the_id_the_broker_carries() {
     let brokers = topics().await;
-    let mut s = relaying(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &brokers,
-        None,
-    );
+    let mut s = kafka_settings(&brokers).await;
     s.events.retention = Duration::from_secs(3600);
     let app = spawn_with(s).await;
     let ours = create_tasks(&app, "kept", 3).await;
@@ -527,12 +527,7 @@ async fn while_rows_keep_coming_a_pass_takes_what_came_during_the_pass_interval(
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("task-events", 3, 1).unwrap();
     cluster.create_topic("task-updates", 1, 1).unwrap();
-    let mut s = relaying(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &cluster.bootstrap_servers(),
-        None,
-    );
+    let mut s = kafka_settings(&cluster.bootstrap_servers()).await;
     s.events.pass_interval = Duration::from_secs(2);
     let app = spawn_with(s).await;
     let started = std::time::Instant::now();
@@ -1126,12 +1121,7 @@ async fn a_fatal_producer_error_is_survived() {
 #[tokio::test]
 async fn after_full_batches_the_relay_vacuums_the_outbox() {
     let brokers = topics().await;
-    let mut s = relaying(
-        &fresh_database().await,
-        PublisherKind::Kafka,
-        &brokers,
-        None,
-    );
+    let mut s = kafka_settings(&brokers).await;
     s.events.batch_size = 5;
     let app = spawn_with(s).await;
     app.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
