@@ -129,6 +129,9 @@ class Stack:
             "WEBHOOK_MAX_BACKOFF_MS": "4000",
             # Enough attempts to outlast any receiver outage of the schedule several times.
             "WEBHOOK_MAX_ATTEMPTS": "20",
+            # Sent rows kept (by default the relay deletes them): invariant 1 checks every
+            # event on Kafka against a committed outbox row, and every row against Kafka.
+            "OUTBOX_RETENTION_HOURS": "1",
         })
         self.services = []
         port = port_base
