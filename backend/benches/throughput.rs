@@ -1360,7 +1360,6 @@ impl Bench<'_> {
                 let status = response.status();
                 let body: Value = response.json().await?;
                 let returned = Instant::now();
-                let returned_at = chrono::Utc::now();
                 if status != StatusCode::CREATED {
                     bail!("create: {status}: {body}");
                 }
@@ -1368,7 +1367,7 @@ impl Bench<'_> {
                     .as_str()
                     .and_then(|s| Uuid::parse_str(s).ok())
                     .ok_or_else(|| anyhow!("no id in {body}"))?;
-                anyhow::Ok((id, returned, returned - t0, returned_at))
+                anyhow::Ok((id, returned, returned - t0))
             }));
         }
         let mut created = Vec::with_capacity(total);
