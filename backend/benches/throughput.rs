@@ -992,13 +992,10 @@ impl Bench<'_> {
     /// Publishes the relay saw fail so far (`taskflow_outbox_publish_failures_total`, every
     /// topic): each was tried again.
     async fn publish_failures(&self) -> anyhow::Result<f64> {
-        Ok(self
-            .metrics_text()
-            .await?
-            .lines()
-            .filter(|l| l.starts_with("taskflow_outbox_publish_failures_total{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum())
+        Ok(taskflow_test_support::process::metric_sum(
+            &self.metrics_text().await?,
+            "taskflow_outbox_publish_failures_total",
+        ))
     }
 
     async fn count(&self, sql: &str) -> anyhow::Result<i64> {

@@ -83,6 +83,17 @@ pub fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("{name}{labels:?} missing from /metrics:\n{body}"))
 }
 
+/// The sum of every sample of metric `name` (all its label sets) in a `/metrics` body.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            (rest.is_empty() || rest.starts_with('{')).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// `kill <signal>` to `child` (e.g. `-STOP`); whether it was delivered.
 pub fn send_signal(child: &Child, signal: &str) -> bool {
     Command::new("kill")

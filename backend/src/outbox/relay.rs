@@ -169,7 +169,11 @@ impl Relay {
         let prefix = self.topic_prefix.as_str();
         let metrics = self.metrics.clone();
         let max_backoff = self.settings.max_backoff.as_secs_f64();
-        let retain = !self.settings.retention.is_zero();
+        let mark_sent = if self.settings.retention.is_zero() {
+            DELETE_SENT
+        } else {
+            MOVE_SENT
+        };
         let pass = conn.transaction::<_, anyhow::Error, _>(async |conn| {
             let Locked { locked } = diesel::sql_query(LOCK)
                 .bind::<BigInt, _>(RELAY_LOCK)
@@ -199,7 +203,7 @@ impl Relay {
                 metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
             }
             if !outcome.sent.is_empty() {
-                diesel::sql_query(if retain { MOVE_SENT } else { DELETE_SENT })
+                diesel::sql_query(mark_sent)
                     .bind::<diesel::sql_types::Array<BigInt>, _>(&outcome.sent)
                     .prepared()
                     .execute(conn)

@@ -1104,13 +1104,10 @@ async fn a_fatal_producer_error_is_survived() {
     assert_eq!(events.len(), 20);
     assert_once_and_in_order(&events);
     drained(&app).await;
-    let failures: f64 = app
-        .metrics()
-        .await
-        .lines()
-        .filter(|l| l.starts_with("taskflow_outbox_publish_failures_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+    let failures = taskflow_test_support::process::metric_sum(
+        &app.metrics().await,
+        "taskflow_outbox_publish_failures_total",
+    );
     assert!(failures > 0.0, "the injected error made a publish fail");
 }
 
