@@ -431,9 +431,17 @@ mod tests {
             "the leeway of a full check"
         );
         assert_eq!(tokens.recall("t", exp + LEEWAY_SECS + 1, 0), None);
-        assert_eq!(tokens.recall("t", exp, 0), None, "an expired entry is dropped");
+        assert_eq!(
+            tokens.recall("t", exp, 0),
+            None,
+            "an expired entry is dropped"
+        );
         tokens.remember("t", &claims("alice", exp), 0);
-        assert_eq!(tokens.recall("t", exp, 1), None, "checked against other keys");
+        assert_eq!(
+            tokens.recall("t", exp, 1),
+            None,
+            "checked against other keys"
+        );
         assert_eq!(tokens.recall("t", exp, 0), None);
         assert_eq!(tokens.recall("other", exp, 0), None);
     }
@@ -471,7 +479,8 @@ mod tests {
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .unwrap();
-        auth.verified.remember(&expired, &claims("mallory", past), 0);
+        auth.verified
+            .remember(&expired, &claims("mallory", past), 0);
         let refused = auth.verify(&expired).await.unwrap_err();
         assert!(refused.to_string().contains("expired"), "{refused}");
     }

@@ -3,13 +3,18 @@
 //! - [`KafkaPublisher`]: librdkafka, idempotent, with Sarama's (Dapr's) key placement.
 //! - [`DaprPublisher`]: the sidecar's HTTP publish API.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::task::AtomicWaker;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use reqwest::StatusCode;
 
 use shared_events::envelope::CLOUDEVENTS_JSON;
@@ -38,8 +43,13 @@ pub enum PublishError {
 
 /// Where events go. Implementations must be safe to call concurrently.
 pub trait Publisher: Send + Sync {
-    /// Publish one message; Ok only once the broker (or sidecar) has accepted it.
-    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>>;
+    /// Publish `messages` together, in no particular order between them: one result each, in
+    /// their order, each Ok only once the broker (or sidecar) has accepted that message. A
+    /// caller that needs two messages in order publishes the second after the first's result.
+    fn publish<'a>(
+        &'a self,
+        messages: &'a [Outbound<'a>],
+    ) -> BoxFuture<'a, Vec<Result<(), PublishError>>>;
 
     /// Whether the path to the broker works right now.
     fn check(&self) -> BoxFuture<'_, Result<(), PublishError>>;
@@ -77,9 +87,88 @@ pub fn headers(message: &Outbound<'_>) -> OwnedHeaders {
     }
 }
 
+/// The delivery reports of messages published together ([`KafkaPublisher::publish`]): the
+/// publisher is woken once, by the last report, instead of once per message through a channel
+/// of its own (rdkafka's `FutureProducer`), which was most of the relay's own CPU per event.
+struct Round {
+    results: Mutex<Vec<Result<(), KafkaError>>>,
+    /// Reports still to come.
+    remaining: AtomicUsize,
+    waker: AtomicWaker,
+}
+
+impl Round {
+    fn new(messages: usize) -> Round {
+        Round {
+            // Every slot is overwritten by its report before the round is read.
+            results: Mutex::new((0..messages).map(|_| Ok(())).collect()),
+            remaining: AtomicUsize::new(messages),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    fn report(&self, index: usize, result: Result<(), KafkaError>) {
+        self.results.lock().unwrap_or_else(PoisonError::into_inner)[index] = result;
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.waker.wake();
+        }
+    }
+
+    /// Every report, once the last is in.
+    async fn finished(&self) -> Vec<Result<(), KafkaError>> {
+        futures::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.remaining.load(Ordering::Acquire) == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        std::mem::take(&mut *self.results.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// One message's place in its [`Round`], handed to librdkafka with the message.
+struct Slot {
+    round: Arc<Round>,
+    index: usize,
+    reported: bool,
+}
+
+impl Drop for Slot {
+    /// A message dropped without a report (not queued, or its producer destroyed) still
+    /// finishes its round.
+    fn drop(&mut self) {
+        if !self.reported {
+            self.round.report(self.index, Err(KafkaError::Canceled));
+        }
+    }
+}
+
+/// Sends each delivery report to the message's round.
+struct Reports;
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<Slot>;
+
+    fn delivery(&self, report: &DeliveryResult<'_>, mut slot: Box<Slot>) {
+        let result = match report {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        slot.round.report(slot.index, result);
+        slot.reported = true;
+    }
+}
+
+type KafkaProducer = ThreadedProducer<Reports>;
+
 pub struct KafkaPublisher {
     config: ClientConfig,
-    producer: std::sync::RwLock<FutureProducer>,
+    producer: std::sync::RwLock<KafkaProducer>,
 }
 
 impl KafkaPublisher {
@@ -105,14 +194,14 @@ impl KafkaPublisher {
                 "message.timeout.ms",
                 message_timeout.as_millis().to_string(),
             );
-        let producer = config.create()?;
+        let producer = config.create_with_context(Reports)?;
         Ok(KafkaPublisher {
             config,
             producer: std::sync::RwLock::new(producer),
         })
     }
 
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> KafkaProducer {
         self.producer
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -124,7 +213,7 @@ impl KafkaPublisher {
     /// the broker's) refuses every later message, and one whose producer id the broker fences
     /// is refused by the broker. What failed stays in the outbox and is published again by the
     /// new producer, under a new producer id.
-    fn replace_if_broken(&self, failed: &FutureProducer, error: &KafkaError) {
+    fn replace_if_broken(&self, failed: &KafkaProducer, error: &KafkaError) {
         let Some(why) = broken(failed, error) else {
             return;
         };
@@ -135,7 +224,7 @@ impl KafkaPublisher {
         if current.client().native_ptr() != failed.client().native_ptr() {
             return; // another publish already replaced it
         }
-        match self.config.create::<FutureProducer>() {
+        match self.config.create_with_context(Reports) {
             Ok(fresh) => {
                 tracing::warn!(%why, "Kafka producer can publish no more; replaced it");
                 let broken = std::mem::replace(&mut *current, fresh);
@@ -154,7 +243,7 @@ impl KafkaPublisher {
 /// Fencing is not fatal to librdkafka: after a broker stall longer than `message.timeout.ms` it
 /// bumps the producer epoch, Tansu answers every later produce with PRODUCER_FENCED, and
 /// librdkafka bumps again, without end (seen: a relay stuck for good until restarted).
-fn broken(producer: &FutureProducer, error: &KafkaError) -> Option<String> {
+fn broken(producer: &KafkaProducer, error: &KafkaError) -> Option<String> {
     if let Some((code, reason)) = producer.client().fatal_error() {
         return Some(format!("fatal error {code:?}: {reason}"));
     }
@@ -167,20 +256,39 @@ fn broken(producer: &FutureProducer, error: &KafkaError) -> Option<String> {
 }
 
 impl Publisher for KafkaPublisher {
-    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
+    fn publish<'a>(
+        &'a self,
+        messages: &'a [Outbound<'a>],
+    ) -> BoxFuture<'a, Vec<Result<(), PublishError>>> {
         Box::pin(async move {
-            let record = FutureRecord::to(message.topic)
-                .key(message.key)
-                .payload(message.payload)
-                .headers(headers(&message));
             let producer = self.producer();
-            match producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => Ok(()),
-                Err((e, _)) => {
-                    self.replace_if_broken(&producer, &e);
-                    Err(PublishError::Unavailable(format!("kafka: {e}")))
+            let round = Arc::new(Round::new(messages.len()));
+            for (index, message) in messages.iter().enumerate() {
+                let slot = Box::new(Slot {
+                    round: round.clone(),
+                    index,
+                    reported: false,
+                });
+                let record = BaseRecord::with_opaque_to(message.topic, slot)
+                    .key(message.key)
+                    .payload(message.payload)
+                    .headers(headers(message));
+                // One not queued (a full queue, a fatal error) is reported by its slot's drop;
+                // the pass that published it retries it later.
+                if let Err((e, _)) = producer.send(record) {
+                    tracing::debug!(error = %e, "Kafka producer did not queue a message");
                 }
             }
+            let results = round.finished().await;
+            results
+                .into_iter()
+                .map(|result| {
+                    result.map_err(|e| {
+                        self.replace_if_broken(&producer, &e);
+                        PublishError::Unavailable(format!("kafka: {e}"))
+                    })
+                })
+                .collect()
         })
     }
 
@@ -239,50 +347,58 @@ impl DaprPublisher {
             }
         }
     }
+
+    async fn publish_one(&self, message: &Outbound<'_>) -> Result<(), PublishError> {
+        let url = format!(
+            "{}/v1.0/publish/{}/{}",
+            self.endpoint, self.pubsub, message.topic
+        );
+        // metadata.X other than Dapr's own keys become Kafka headers, so the headers match
+        // what the native path sets.
+        let mut query = vec![
+            ("metadata.partitionKey", message.key),
+            ("metadata.content-type", CLOUDEVENTS_JSON),
+        ];
+        if let Some(tp) = message.traceparent {
+            query.push(("metadata.traceparent", tp));
+        }
+        let response = self
+            .client
+            .post(&url)
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, CLOUDEVENTS_JSON)
+            .body(message.payload.to_vec())
+            .send()
+            .await
+            .map_err(|e| PublishError::Unavailable(format!("dapr sidecar: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        let detail = format!(
+            "dapr publish to {} returned {status}: {body}",
+            message.topic
+        );
+        // 4xx: the sidecar refused this request (403 access control, 404 unknown pub/sub or
+        // topic, ...), which only a configuration change fixes; 5xx: it could not deliver.
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            Err(PublishError::Misconfigured(detail))
+        } else {
+            Err(PublishError::Unavailable(detail))
+        }
+    }
 }
 
 impl Publisher for DaprPublisher {
-    fn publish<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
-        Box::pin(async move {
-            let url = format!(
-                "{}/v1.0/publish/{}/{}",
-                self.endpoint, self.pubsub, message.topic
-            );
-            // metadata.X other than Dapr's own keys become Kafka headers, so the headers match
-            // what the native path sets.
-            let mut query = vec![
-                ("metadata.partitionKey", message.key),
-                ("metadata.content-type", CLOUDEVENTS_JSON),
-            ];
-            if let Some(tp) = message.traceparent {
-                query.push(("metadata.traceparent", tp));
-            }
-            let response = self
-                .client
-                .post(&url)
-                .query(&query)
-                .header(reqwest::header::CONTENT_TYPE, CLOUDEVENTS_JSON)
-                .body(message.payload.to_vec())
-                .send()
-                .await
-                .map_err(|e| PublishError::Unavailable(format!("dapr sidecar: {e}")))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let body = response.text().await.unwrap_or_default();
-            let detail = format!(
-                "dapr publish to {} returned {status}: {body}",
-                message.topic
-            );
-            // 4xx: the sidecar refused this request (403 access control, 404 unknown pub/sub or
-            // topic, ...), which only a configuration change fixes; 5xx: it could not deliver.
-            if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
-                Err(PublishError::Misconfigured(detail))
-            } else {
-                Err(PublishError::Unavailable(detail))
-            }
-        })
+    /// One publish request each, all at once.
+    fn publish<'a>(
+        &'a self,
+        messages: &'a [Outbound<'a>],
+    ) -> BoxFuture<'a, Vec<Result<(), PublishError>>> {
+        Box::pin(futures::future::join_all(
+            messages.iter().map(|message| self.publish_one(message)),
+        ))
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), PublishError>> {

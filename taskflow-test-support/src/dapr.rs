@@ -140,6 +140,7 @@ struct SidecarState {
     partitions: Mutex<HashMap<String, i32>>,
     failing: Arc<AtomicBool>,
     failing_key: Arc<Mutex<Option<String>>>,
+    failing_event: Arc<Mutex<Option<String>>>,
     /// State stores that exist, and their items by (store, key).
     state_stores: Mutex<HashSet<String>>,
     state: Mutex<HashMap<(String, String), Stored>>,
@@ -156,6 +157,8 @@ pub struct TestSidecar {
     pub failing: Arc<AtomicBool>,
     /// While set, publishes with this partition key answer 500 (one partition away).
     pub failing_key: Arc<Mutex<Option<String>>>,
+    /// The publish of the CloudEvent with this id answers 500 once, which clears it.
+    pub failing_event: Arc<Mutex<Option<String>>>,
     state: Data<SidecarState>,
     server: actix_web::dev::ServerHandle,
     deliveries: Vec<JoinHandle<()>>,
@@ -205,6 +208,15 @@ async fn publish(
     let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(&body) else {
         return dapr_error(400, "ERR_PUBSUB_CLOUD_EVENTS_SER", "not a CloudEvent");
     };
+    {
+        let mut failing_event = state.failing_event.lock().unwrap();
+        if failing_event.is_some()
+            && event.get("id").and_then(Value::as_str) == failing_event.as_deref()
+        {
+            *failing_event = None;
+            return dapr_error(500, "ERR_PUBSUB_PUBLISH_MESSAGE", "broker unavailable");
+        }
+    }
     // What Dapr adds to an app's own CloudEvent: its routing and tracing extension attributes.
     let traceparent = event
         .get("traceparent")
@@ -364,6 +376,7 @@ impl TestSidecar {
             .expect("sidecar producer");
         let failing = Arc::new(AtomicBool::new(false));
         let failing_key = Arc::new(Mutex::new(None));
+        let failing_event = Arc::new(Mutex::new(None));
         let state = Data::new(SidecarState {
             pubsub: pubsub.to_owned(),
             brokers: brokers.to_owned(),
@@ -371,6 +384,7 @@ impl TestSidecar {
             partitions: Mutex::new(HashMap::new()),
             failing: failing.clone(),
             failing_key: failing_key.clone(),
+            failing_event: failing_event.clone(),
             state_stores: Mutex::new(HashSet::new()),
             state: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
@@ -399,6 +413,7 @@ impl TestSidecar {
             endpoint,
             failing,
             failing_key,
+            failing_event,
             state,
             server: handle,
             deliveries: Vec::new(),

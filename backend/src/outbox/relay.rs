@@ -467,8 +467,9 @@ struct Outcome<'a> {
     failed: Vec<(&'a Pending, PublishError)>,
 }
 
-/// Publish each (topic, key)'s rows one after another (chains run concurrently); a chain stops
-/// at its first failure so its later rows stay pending behind it.
+/// Publish each (topic, key)'s rows one after another, in rounds: a round publishes the next row
+/// of every chain at once, and a chain stops at its first failure so its later rows stay pending
+/// behind it.
 async fn publish_in_key_order<'a>(
     publisher: &dyn Publisher,
     prefix: &str,
@@ -483,32 +484,53 @@ async fn publish_in_key_order<'a>(
             .or_default()
             .push(row);
     }
-    let chains = by_key.into_values().map(|chain| async move {
-        let mut sent = Vec::with_capacity(chain.len());
-        for row in chain {
-            let topic = format!("{prefix}{}", row.topic);
-            let message = Outbound {
-                topic: &topic,
+    let topics: HashMap<&str, String> = by_key
+        .keys()
+        .map(|(topic, _)| (*topic, format!("{prefix}{topic}")))
+        .collect();
+    let mut chains: Vec<_> = by_key.into_values().map(Vec::into_iter).collect();
+    let mut outcome = Outcome {
+        sent: Vec::with_capacity(rows.len()),
+        failed: Vec::new(),
+    };
+    loop {
+        // The next row of each chain, in the order of the chains left.
+        let mut heads = Vec::with_capacity(chains.len());
+        chains.retain_mut(|chain| chain.next().map(|row| heads.push(row)).is_some());
+        if heads.is_empty() {
+            return outcome;
+        }
+        let messages: Vec<Outbound<'_>> = heads
+            .iter()
+            .map(|row| Outbound {
+                topic: &topics[row.topic.as_str()],
                 key: &row.message_key,
                 payload: row.payload.as_bytes(),
                 traceparent: row.traceparent.as_deref(),
+            })
+            .collect();
+        let mut results = publisher.publish(&messages).await.into_iter();
+        let mut heads = heads.into_iter();
+        chains.retain(|_| {
+            let Some(row) = heads.next() else {
+                return false;
             };
-            if let Err(e) = publisher.publish(message).await {
-                return (sent, Some((row, e)));
+            match results.next().unwrap_or_else(|| {
+                Err(PublishError::Unavailable(
+                    "the publisher gave no result".into(),
+                ))
+            }) {
+                Ok(()) => {
+                    outcome.sent.push(row.seq);
+                    true
+                }
+                Err(e) => {
+                    outcome.failed.push((row, e));
+                    false
+                }
             }
-            sent.push(row.seq);
-        }
-        (sent, None)
-    });
-    let mut outcome = Outcome {
-        sent: Vec::new(),
-        failed: Vec::new(),
-    };
-    for (sent, failed) in futures::future::join_all(chains).await {
-        outcome.sent.extend(sent);
-        outcome.failed.extend(failed);
+        });
     }
-    outcome
 }
 
 /// Wait for a notification, then take the rest of its burst (one pass publishes everything
