@@ -89,7 +89,8 @@ pub fn headers(message: &Outbound<'_>) -> OwnedHeaders {
 
 /// The delivery reports of messages published together ([`KafkaPublisher::publish`]): the
 /// publisher is woken once, by the last report, instead of once per message through a channel
-/// of its own (rdkafka's `FutureProducer`), which was most of the relay's own CPU per event.
+/// of its own (rdkafka's `FutureProducer`): the relay's runtime spent 7.1 µs of CPU a create
+/// instead of 10.0 (README, Performance, "2026-12-06, evening").
 struct Round {
     results: Mutex<Vec<Result<(), KafkaError>>>,
     /// Reports still to come.
