@@ -48,9 +48,10 @@ pub struct Authenticator {
 /// Tokens that passed [`Authenticator::verify`], by their exact text, so a client's next request
 /// with the same token skips decoding it and checking its signature again: two JSON documents
 /// parsed, a `Validation` built, an HMAC, 6.7 % of the HTTP workers' CPU in a create run (about
-/// 4 µs a create; README, Performance, "2026-12-06, evening"). Whether a token is accepted depends only on its text, the keys and the clock: an entry
-/// counts only until the token expires and while the JWKS it was checked against is the current
-/// one. Failures are never remembered; when full, the map is emptied.
+/// 4 µs a create; README, Performance, "2026-12-06, evening"). Whether a token is accepted
+/// depends only on its text, the keys and the clock: an entry counts only until the token
+/// expires and while the JWKS it was checked against is the current one. Failures are never
+/// remembered; when full, the map is emptied.
 #[derive(Default)]
 struct VerifiedTokens(std::sync::Mutex<HashMap<Box<str>, Verified>>);
 
