@@ -199,12 +199,13 @@ impl Relay {
             };
             phase("claim", claim.as_secs_f64());
             phase("publish", (started.elapsed() - claim).as_secs_f64());
-            for row in rows.iter().filter(|r| outcome.sent.contains(&r.seq)) {
+            for row in &outcome.sent {
                 metrics.outbox_published.with_label_values(&[row.topic.as_str()]).inc();
             }
             if !outcome.sent.is_empty() {
+                let sent: Vec<i64> = outcome.sent.iter().map(|row| row.seq).collect();
                 diesel::sql_query(mark_sent)
-                    .bind::<diesel::sql_types::Array<BigInt>, _>(&outcome.sent)
+                    .bind::<diesel::sql_types::Array<BigInt>, _>(&sent)
                     .prepared()
                     .execute(conn)
                     .await?;
@@ -462,8 +463,7 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 }
 
 struct Outcome<'a> {
-    /// The `seq` of each row sent.
-    sent: Vec<i64>,
+    sent: Vec<&'a Pending>,
     failed: Vec<(&'a Pending, PublishError)>,
 }
 
@@ -509,27 +509,22 @@ async fn publish_in_key_order<'a>(
                 traceparent: row.traceparent.as_deref(),
             })
             .collect();
-        let mut results = publisher.publish(&messages).await.into_iter();
-        let mut heads = heads.into_iter();
-        chains.retain(|_| {
-            let Some(row) = heads.next() else {
-                return false;
-            };
-            match results.next().unwrap_or_else(|| {
-                Err(PublishError::Unavailable(
-                    "the publisher gave no result".into(),
-                ))
-            }) {
+        let results = publisher.publish(&messages).await;
+        // Whether each chain goes on: a row without a result stays pending, as a failed one.
+        let mut going = heads
+            .into_iter()
+            .zip(results)
+            .map(|(row, result)| match result {
                 Ok(()) => {
-                    outcome.sent.push(row.seq);
+                    outcome.sent.push(row);
                     true
                 }
                 Err(e) => {
                     outcome.failed.push((row, e));
                     false
                 }
-            }
-        });
+            });
+        chains.retain(|_| going.next().unwrap_or(false));
     }
 }
 
