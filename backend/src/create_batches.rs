@@ -17,11 +17,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use prometheus::Histogram;
+use taskflow_db::outbox::Handoff;
 use taskflow_db::tasks::TaskRow;
 use taskflow_db::DbPool;
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
+use crate::outbox::handoff::PayloadHandoff;
 use crate::tasks::{self, Change, NewTask};
 
 /// How much one HTTP worker writes at once.
@@ -52,6 +54,8 @@ struct Shared {
     limits: Limits,
     /// Creates per statement.
     rows_per_statement: Histogram,
+    /// This process's relay, when it runs here.
+    handoff: Option<Arc<PayloadHandoff>>,
     queue: Mutex<Queue>,
 }
 
@@ -82,7 +86,12 @@ impl Waiting {
 }
 
 impl CreateBatches {
-    pub fn new(pool: DbPool, limits: Limits, rows_per_statement: Histogram) -> CreateBatches {
+    pub fn new(
+        pool: DbPool,
+        limits: Limits,
+        rows_per_statement: Histogram,
+        handoff: Option<Arc<PayloadHandoff>>,
+    ) -> CreateBatches {
         CreateBatches(Arc::new(Shared {
             pool,
             limits: Limits {
@@ -90,6 +99,7 @@ impl CreateBatches {
                 statements: limits.statements.max(1),
             },
             rows_per_statement,
+            handoff,
             queue: Mutex::default(),
         }))
     }
@@ -159,7 +169,8 @@ impl Shared {
         };
         let changes: Vec<Change<'_>> = rows.iter().zip(&waiting).map(Waiting::change).collect();
         self.rows_per_statement.observe(rows.len() as f64);
-        let together = tasks::insert_created(&mut conn, &rows, &changes).await;
+        let handoff = self.handoff.as_deref().map(|h| h as &dyn Handoff);
+        let together = tasks::insert_created(&mut conn, &rows, &changes, handoff).await;
         drop(changes);
         match together {
             Ok(()) => {
@@ -172,8 +183,13 @@ impl Shared {
                 for (row, w) in rows.into_iter().zip(waiting) {
                     let ctx = Waiting::change((&row, &w));
                     self.rows_per_statement.observe(1.0);
-                    let alone =
-                        tasks::insert_created(&mut conn, std::slice::from_ref(&row), &[ctx]).await;
+                    let alone = tasks::insert_created(
+                        &mut conn,
+                        std::slice::from_ref(&row),
+                        &[ctx],
+                        handoff,
+                    )
+                    .await;
                     let _ = w.done.send(alone.map(|()| row));
                 }
             }

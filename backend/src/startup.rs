@@ -23,6 +23,7 @@ use crate::configuration::{PublisherKind, Settings};
 use crate::create_batches::{self, CreateBatches};
 use crate::error::{self, ApiError, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
+use crate::outbox::handoff::PayloadHandoff;
 use crate::outbox::relay::Relay;
 use crate::outbox::retention;
 use crate::outbox::{EventPathHealth, RelayWakeup};
@@ -174,9 +175,9 @@ impl Application {
             closing: taskflow_runtime::lifecycle::shutdown_signal(),
         });
         // Without a relay in this process nobody listens; another replica's relay polls.
-        let wakeup: Data<RelayWakeup> = match &outbox {
-            Some(OutboxTask::Relay(r)) => Data::from(r.wakeup()),
-            _ => Data::default(),
+        let (wakeup, handoff): (Data<RelayWakeup>, _) = match &outbox {
+            Some(OutboxTask::Relay(r)) => (Data::from(r.wakeup()), Some(r.handoff())),
+            _ => (Data::default(), None),
         };
         let store: preferences::Store = Data::new(settings.common.state_store.open(pool.clone())?);
         let server = run(
@@ -189,6 +190,7 @@ impl Application {
             event_path.clone(),
             subscriber,
             wakeup,
+            handoff,
             live,
             settings.create_batches,
         )?;
@@ -342,6 +344,7 @@ fn run(
     event_path: Data<EventPathHealth>,
     subscriber: Subscriber,
     wakeup: Data<RelayWakeup>,
+    handoff: Option<Arc<PayloadHandoff>>,
     live: Data<Live>,
     create_limits: create_batches::Limits,
 ) -> anyhow::Result<Server> {
@@ -353,6 +356,7 @@ fn run(
             pool.clone(),
             create_limits,
             metrics.create_batch_rows.clone(),
+            handoff.clone(),
         );
         App::new()
             .wrap(

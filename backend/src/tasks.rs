@@ -138,16 +138,18 @@ async fn write_and_record(
     row: &TaskRow,
 ) -> Result<(), ApiError> {
     let (rows, contexts) = (std::slice::from_ref(row), std::slice::from_ref(ctx));
-    write_and_record_all(conn, write, event, rows, contexts).await
+    write_and_record_all(conn, write, event, rows, contexts, None).await
 }
 
-/// [`write_and_record`] for several tasks, `contexts[i]` the change of `rows[i]`.
+/// [`write_and_record`] for several tasks, `contexts[i]` the change of `rows[i]`; the events
+/// are offered to `handoff` first.
 async fn write_and_record_all(
     conn: &mut AsyncPgConnection,
     write: impl QueryFragment<Pg> + Send,
     event: TaskEventType,
     rows: &[TaskRow],
     contexts: &[Change<'_>],
+    handoff: Option<&dyn outbox::Handoff>,
 ) -> Result<(), ApiError> {
     let snapshots: Vec<_> = rows.iter().map(TaskRow::snapshot).collect();
     let changes: Vec<_> = snapshots
@@ -155,7 +157,7 @@ async fn write_and_record_all(
         .zip(contexts)
         .map(|(task, ctx)| ctx.recorded(event, task))
         .collect();
-    outbox::write_with_task_changes(conn, write, &changes).await?;
+    outbox::write_with_task_changes(conn, write, &changes, handoff).await?;
     Ok(())
 }
 
@@ -207,20 +209,31 @@ pub async fn create(
     ctx: &Change<'_>,
     NewTask(row): NewTask,
 ) -> Result<TaskRow, ApiError> {
-    insert_created(conn, std::slice::from_ref(&row), std::slice::from_ref(ctx)).await?;
+    let (rows, contexts) = (std::slice::from_ref(&row), std::slice::from_ref(ctx));
+    insert_created(conn, rows, contexts, None).await?;
     reminders::schedule_for_new_task(conn, &row).await?;
     Ok(row)
 }
 
 /// New tasks (each from [`NewTask::into_row`]) and their `created` events, one statement however
-/// many; `contexts[i]` is the request of `rows[i]`. Reminders are not scheduled here.
+/// many; `contexts[i]` is the request of `rows[i]`. Reminders are not scheduled here. The events
+/// are offered to `handoff` first.
 pub async fn insert_created(
     conn: &mut AsyncPgConnection,
     rows: &[TaskRow],
     contexts: &[Change<'_>],
+    handoff: Option<&dyn outbox::Handoff>,
 ) -> Result<(), ApiError> {
     let insert = store::insert_statement(rows);
-    write_and_record_all(conn, insert, TaskEventType::Created, rows, contexts).await
+    write_and_record_all(
+        conn,
+        insert,
+        TaskEventType::Created,
+        rows,
+        contexts,
+        handoff,
+    )
+    .await
 }
 
 /// How a change request describes the new state.

@@ -128,19 +128,29 @@ pub struct TaskChange<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// A relay in the writer's process, which takes the payloads of the rows about to be written so
+/// that it need not read them back from the outbox.
+pub trait Handoff: Sync {
+    /// Offered before the statement runs, so the entry is there by the time the row can be
+    /// claimed; the row may also never commit, so an entry is only for a row found in `outbox`.
+    fn offer(&self, id: Uuid, payload: &str, traceparent: Option<&str>);
+}
+
 /// Run `write`, the statement that makes the task changes, and record the changes (see
 /// [`task_change`]), as one statement ([`crate::cte`]): atomic on its own, so outside a
 /// transaction it is the whole change in one round trip. `write` must have a bounded number of
-/// shapes (it stays prepared), and so must `changes`: the text varies with their number.
+/// shapes (it stays prepared), and so must `changes`: the text varies with their number. Each
+/// row is offered to `handoff` first.
 pub async fn write_with_task_changes<W>(
     conn: &mut AsyncPgConnection,
     write: W,
     changes: &[TaskChange<'_>],
+    handoff: Option<&dyn Handoff>,
 ) -> QueryResult<()>
 where
     W: QueryFragment<Pg> + Send,
 {
-    let messages = task_change_messages(changes)?;
+    let messages = task_change_messages(changes, handoff)?;
     cte::with_write(write, diesel::insert_into(outbox::table).values(messages))
         .prepared()
         .execute(conn)
@@ -148,7 +158,10 @@ where
     Ok(())
 }
 
-fn task_change_messages(changes: &[TaskChange<'_>]) -> QueryResult<Vec<NewMessage>> {
+fn task_change_messages(
+    changes: &[TaskChange<'_>],
+    handoff: Option<&dyn Handoff>,
+) -> QueryResult<Vec<NewMessage>> {
     let mut messages = Vec::with_capacity(2 * changes.len());
     for change in changes {
         let (_, both) = task_change(
@@ -157,6 +170,11 @@ fn task_change_messages(changes: &[TaskChange<'_>]) -> QueryResult<Vec<NewMessag
             change.traceparent,
             change.now,
         )?;
+        if let Some(handoff) = handoff {
+            for row in &both {
+                handoff.offer(row.id, &row.payload.0, change.traceparent);
+            }
+        }
         messages.extend(both);
     }
     Ok(messages)
@@ -175,7 +193,7 @@ where
     W: QueryFragment<Pg> + Send,
     A: QueryFragment<Pg> + Send,
 {
-    let messages = task_change_messages(changes)?;
+    let messages = task_change_messages(changes, None)?;
     let inserted = cte::with_write_if(write, also, InsertIfWritten(&messages))
         .prepared()
         .execute(conn)

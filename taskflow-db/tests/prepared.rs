@@ -73,7 +73,7 @@ async fn with_events(
         traceparent: None,
         now: Utc::now(),
     };
-    outbox::write_with_task_changes(conn, write, &[change]).await
+    outbox::write_with_task_changes(conn, write, &[change], None).await
 }
 
 /// Create a task with a reminder, move its due date, complete it: each write with its events

@@ -6,6 +6,7 @@ use diesel_async::RunQueryDsl;
 use taskflow_db::prepared::Prepare;
 use taskflow_db::DbPool;
 
+pub mod handoff;
 pub mod relay;
 pub mod retention;
 

@@ -19,7 +19,9 @@ use taskflow_db::prepared::Prepare;
 use taskflow_db::DbPool;
 use taskflow_kafka::publisher::{Outbound, PublishError, Publisher};
 use tokio::sync::watch;
+use uuid::Uuid;
 
+use super::handoff::{Entry, PayloadHandoff};
 use super::retention::{self, PublishedBy};
 use super::{arm_wakeup, EventPathHealth, RelayWakeup};
 use crate::configuration::EventSettings;
@@ -57,11 +59,18 @@ const VACUUM_WHILE_BEHIND_ROWS: usize = 50_000;
 ///   lookup never reads the table: the session keeps its plan, and one made before autovacuum
 ///   first analyzed the outbox (a third of its rows taken to be waiting) read all of it on
 ///   every pass, however large it had grown (claims of 13–26 ms instead of 1.6 in the bench).
-pub const CLAIM: &str = "SELECT seq, topic, message_key, payload::text AS payload, \
-            payload->>'traceparent' AS traceparent \
+/// - The payloads are not returned: this process's writers handed most of them over
+///   ([`PayloadHandoff`]); [`PAYLOADS`] reads the others.
+pub const CLAIM: &str = "SELECT seq, id, topic, message_key \
      FROM outbox o WHERE (topic, message_key) NOT IN ( \
          SELECT topic, message_key FROM outbox WHERE next_attempt_at > now()) \
      ORDER BY seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
+
+/// The payloads of claimed rows that were not handed over (written by another process, before
+/// this relay published, or past the handoff's budget), by `seq`.
+const PAYLOADS: &str =
+    "SELECT seq, payload::text AS payload, payload->>'traceparent' AS traceparent \
+     FROM outbox WHERE seq = ANY($1)";
 
 /// Delete the sent rows (by `seq`): Kafka keeps the events, so by default no copy stays here.
 const DELETE_SENT: &str = "DELETE FROM outbox WHERE seq = ANY($1)";
@@ -83,17 +92,37 @@ pub const LOCK: &str =
     "SELECT pg_try_advisory_xact_lock($1) AS locked, set_config('enable_sort', 'off', true), \
      set_config('enable_seqscan', 'off', true)";
 
+/// A claimed row, without its payload ([`CLAIM`]).
 #[derive(Debug, QueryableByName)]
-struct Pending {
+struct Claimed {
     #[diesel(sql_type = BigInt)]
     seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
     #[diesel(sql_type = Text)]
     topic: String,
     #[diesel(sql_type = Text)]
     message_key: String,
+}
+
+/// A payload read back ([`PAYLOADS`]).
+#[derive(QueryableByName)]
+struct Stored {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
     #[diesel(sql_type = Text)]
     payload: String,
     #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    traceparent: Option<String>,
+}
+
+/// A claimed row with its payload, to publish.
+#[derive(Debug)]
+struct Pending {
+    seq: i64,
+    topic: String,
+    message_key: String,
+    payload: String,
     traceparent: Option<String>,
 }
 
@@ -134,6 +163,7 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     health: Arc<EventPathHealth>,
     wakeup: Arc<RelayWakeup>,
+    handoff: Arc<PayloadHandoff>,
     /// Rows sent since the last vacuum: each left a dead row and index entry behind.
     removed: AtomicUsize,
 }
@@ -157,6 +187,7 @@ impl Relay {
             metrics,
             health,
             wakeup: Arc::default(),
+            handoff: Arc::default(),
             removed: AtomicUsize::new(0),
         }
     }
@@ -164,6 +195,11 @@ impl Relay {
     /// What this process's writers call after committing outbox rows.
     pub fn wakeup(&self) -> Arc<RelayWakeup> {
         self.wakeup.clone()
+    }
+
+    /// Where this process's writers offer the payloads they write.
+    pub fn handoff(&self) -> Arc<PayloadHandoff> {
+        self.handoff.clone()
     }
 
     /// Claim, publish and mark one batch, all in one transaction.
@@ -176,6 +212,7 @@ impl Relay {
         let prefix = self.topic_prefix.as_str();
         let metrics = self.metrics.clone();
         let max_backoff = self.settings.max_backoff.as_secs_f64();
+        let handoff = self.handoff.as_ref();
         let mark_sent = if self.settings.retention.is_zero() {
             DELETE_SENT
         } else {
@@ -187,18 +224,20 @@ impl Relay {
                 .prepared()
                 .get_result(conn)
                 .await?;
+            handoff.set_publishing(locked);
             if !locked {
                 return Ok(Pass { standby: true, ..Pass::default() });
             }
-            let rows: Vec<Pending> = diesel::sql_query(CLAIM)
+            let claimed: Vec<Claimed> = diesel::sql_query(CLAIM)
             .bind::<BigInt, _>(batch_size)
             .prepared()
             .load(conn)
             .await?;
-            let claimed = rows.len();
-            if claimed == 0 {
+            if claimed.is_empty() {
                 return Ok(Pass::default());
             }
+            let rows = with_payloads(conn, handoff, claimed).await?;
+            let claimed = rows.len();
             let claim = started.elapsed();
             let outcome = publish_in_key_order(publisher.as_ref(), prefix, &rows).await;
             let phase = |name: &str, seconds: f64| {
@@ -461,6 +500,57 @@ impl Relay {
         }
         tracing::info!("outbox relay stopped");
     }
+}
+
+/// The claimed rows with their payloads: handed over by this process's writers, or read back
+/// in one statement for the others.
+async fn with_payloads(
+    conn: &mut AsyncPgConnection,
+    handoff: &PayloadHandoff,
+    claimed: Vec<Claimed>,
+) -> anyhow::Result<Vec<Pending>> {
+    let handed = handoff.take(claimed.iter().map(|row| row.id));
+    let missing: Vec<i64> = claimed
+        .iter()
+        .zip(&handed)
+        .filter(|(_, entry)| entry.is_none())
+        .map(|(row, _)| row.seq)
+        .collect();
+    let mut stored: HashMap<i64, Entry> = HashMap::with_capacity(missing.len());
+    if !missing.is_empty() {
+        let read: Vec<Stored> = diesel::sql_query(PAYLOADS)
+            .bind::<diesel::sql_types::Array<BigInt>, _>(&missing)
+            .prepared()
+            .load(conn)
+            .await?;
+        stored.extend(read.into_iter().map(|row| {
+            let entry = Entry {
+                payload: row.payload,
+                traceparent: row.traceparent,
+            };
+            (row.seq, entry)
+        }));
+    }
+    claimed
+        .into_iter()
+        .zip(handed)
+        .map(|(row, entry)| {
+            // The pass holds the row's lock: what it claimed is still there to read.
+            let Entry {
+                payload,
+                traceparent,
+            } = entry
+                .or_else(|| stored.remove(&row.seq))
+                .ok_or_else(|| anyhow::anyhow!("outbox row {} vanished while claimed", row.seq))?;
+            Ok(Pending {
+                seq: row.seq,
+                topic: row.topic,
+                message_key: row.message_key,
+                payload,
+                traceparent,
+            })
+        })
+        .collect()
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, 400 ms ... up to `max`.
