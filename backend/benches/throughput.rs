@@ -1104,8 +1104,9 @@ impl Bench<'_> {
         let (claim, _) = mean("claim");
         let (publish, _) = mean("publish");
         let (pass, passes) = mean("pass");
+        let (vacuum, vacuums) = mean("vacuum");
         format!(
-            "relay during {what}: {passes} passes, mean {claim:.1} ms to claim, {publish:.1} ms to publish (until acknowledged), {pass:.1} ms in all (checkout to commit)"
+            "relay during {what}: {passes} passes, mean {claim:.1} ms to claim, {publish:.1} ms to publish (until acknowledged), {pass:.1} ms in all (checkout to commit); {vacuums} vacuums of the outbox, {vacuum:.1} ms each"
         )
     }
 

@@ -90,7 +90,7 @@ impl Metrics {
         let outbox_relay_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "taskflow_outbox_relay_seconds",
-                "One relay pass that claimed rows, by phase (claim, publish, pass)",
+                "One relay pass that claimed rows, by phase (claim, publish, pass), and each vacuum of the outbox (vacuum)",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["phase"],

@@ -321,6 +321,7 @@ impl Relay {
     /// unsent rows, so its vacuum costs milliseconds. A vacuum that fails or is skipped only
     /// leaves the claims slower.
     async fn vacuum(&self) {
+        let started = Instant::now();
         let vacuumed = async {
             let mut conn = self.pool.get().await?;
             diesel::sql_query("VACUUM (INDEX_CLEANUP ON, SKIP_LOCKED) outbox")
@@ -328,8 +329,13 @@ impl Relay {
                 .await?;
             anyhow::Ok(())
         };
-        if let Err(e) = vacuumed.await {
-            tracing::warn!(error = %e, "could not vacuum the outbox");
+        match vacuumed.await {
+            Ok(()) => self
+                .metrics
+                .outbox_relay_seconds
+                .with_label_values(&["vacuum"])
+                .observe(started.elapsed().as_secs_f64()),
+            Err(e) => tracing::warn!(error = %e, "could not vacuum the outbox"),
         }
     }
 
