@@ -12,6 +12,9 @@
 //! runtime nor hides server stalls behind its own. Only the event-latency phase uses the bench's
 //! own client, because it must see each create's response to time its event.
 //!
+//! The create runs whose ratio has a target (c=16 and c=64) run in two rounds, the API first in
+//! one and pgbench first in the other; their row gives the mean of the rounds' rates.
+//!
 //! Knobs: `BENCH_SECONDS` per create/update run (default 8), `BENCH_LIST_SECONDS` per list
 //! query (default 3), `BENCH_RATE` creates/s for the event latency (default 500) over
 //! `BENCH_EVENT_SECONDS` (default 5), `BENCH_BACKLOG` outbox rows for the relay (default
@@ -58,6 +61,10 @@ mod workers;
 
 /// Client connections for create and update, and for the lists.
 const WRITE_CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// The create runs whose ratio has a target (issue 8), and how many rounds each runs: one pair
+/// of 8 s runs moved the c=16 ratio by ±0.04 from run to run.
+const RATIO_TARGETS: [usize; 2] = [16, 64];
+const RATIO_ROUNDS: usize = 2;
 const LIST_CONCURRENCY: usize = 16;
 /// The application's pool, as the backend's default `DB_POOL_SIZE`.
 const DB_POOL_SIZE: usize = 16;
@@ -430,6 +437,19 @@ impl Load {
             p99: percentile(&latencies, 99.0),
             max: latencies.last().copied().unwrap_or_default(),
             errors,
+        }
+    }
+
+    /// Runs of equal length as one: the mean rate, the highest of each percentile, all errors.
+    fn pooled(runs: &[Load]) -> Load {
+        let highest = |f: fn(&Load) -> Duration| runs.iter().map(f).max().unwrap_or_default();
+        Load {
+            per_second: runs.iter().map(|l| l.per_second).sum::<f64>() / runs.len().max(1) as f64,
+            p50: highest(|l| l.p50),
+            p95: highest(|l| l.p95),
+            p99: highest(|l| l.p99),
+            max: highest(|l| l.max),
+            errors: runs.iter().map(|l| l.errors).sum(),
         }
     }
 
@@ -1123,8 +1143,19 @@ impl Bench<'_> {
             })
             .collect();
         for c in WRITE_CONCURRENCY {
-            self.write_run("POST /tasks (create)", &creates, c, PGBENCH_CREATE, &vars)
-                .await?;
+            let rounds = if RATIO_TARGETS.contains(&c) {
+                RATIO_ROUNDS
+            } else {
+                1
+            };
+            self.write_run(
+                "POST /tasks (create)",
+                &creates,
+                c,
+                (PGBENCH_CREATE, &vars),
+                rounds,
+            )
+            .await?;
         }
         let mut conn = self.pool.get().await?;
         let tasks: Vec<TaskRef> = diesel::sql_query(
@@ -1152,8 +1183,8 @@ impl Bench<'_> {
                 "PATCH /tasks/{id} (update)",
                 &updates,
                 c,
-                PGBENCH_UPDATE,
-                &vars,
+                (PGBENCH_UPDATE, &vars),
+                1,
             )
             .await?;
         }
@@ -1161,15 +1192,60 @@ impl Bench<'_> {
     }
 
     /// One write run: the API under wrk with pg_stat_activity sampled, the relay catching up,
-    /// then pgbench at the same concurrency.
+    /// and pgbench at the same concurrency, in `rounds` rounds that alternate which goes first
+    /// (the API, pgbench, pgbench, the API, …): the two cores' speed drifts within a run, and
+    /// a drift then weighs on both sides alike. The row gives the mean rates of the rounds and
+    /// the highest of their percentiles.
     async fn write_run(
         &mut self,
         what: &str,
         requests: &[WrkRequest],
         c: usize,
-        script: &str,
-        vars: &[(&str, String)],
+        (script, vars): (&str, &[(&str, String)]),
+        rounds: usize,
     ) -> anyhow::Result<()> {
+        let (mut api, mut pg) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let label = if rounds > 1 {
+                format!("{what} c={c}, round {} of {rounds}", round + 1)
+            } else {
+                format!("{what} c={c}")
+            };
+            if round % 2 == 1 {
+                pg.push(self.pgbench_round(&label, script, vars, c).await?);
+            }
+            api.push(self.api_round(&label, requests, c).await?);
+            if round % 2 == 0 {
+                pg.push(self.pgbench_round(&label, script, vars, c).await?);
+            }
+        }
+        if rounds > 1 {
+            let ratios: Vec<String> = api
+                .iter()
+                .zip(&pg)
+                .map(|(a, p)| format!("{:.2}", a.per_second / p.per_second))
+                .collect();
+            self.notes.push(format!(
+                "{what} c={c}: ratio by round {} (the row: their mean rates)",
+                ratios.join(", ")
+            ));
+        }
+        self.rows.push(Row::load(
+            what,
+            c,
+            Load::pooled(&api),
+            Some(Load::pooled(&pg)),
+        ));
+        Ok(())
+    }
+
+    /// The API's part of a write run: wrk for the write time, then the relay's catch-up.
+    async fn api_round(
+        &mut self,
+        label: &str,
+        requests: &[WrkRequest],
+        c: usize,
+    ) -> anyhow::Result<Load> {
         let time = self.knobs.write_time;
         let failures_before = self.publish_failures().await?;
         let phases_before = self.relay_phases().await?;
@@ -1178,7 +1254,7 @@ impl Bench<'_> {
         let load = self
             .wrk(requests, c, time)
             .await
-            .with_context(|| format!("{what} c={c}"))?;
+            .with_context(|| label.to_owned())?;
         let done = Instant::now();
         let waits = sampler.finish().await?;
         let caught_up = self.drained().await? - done;
@@ -1194,31 +1270,42 @@ impl Bench<'_> {
         // catch-up can then take seconds.
         let retried = self.publish_failures().await? - failures_before;
         let phases_after = self.relay_phases().await?;
-        let cpu_before = self.cpu.now();
-        let pg = self
-            .pgbench(&self.pg_url, "prepared", script, vars, c, time)
-            .await
-            .with_context(|| format!("pgbench for {what} c={c}"))?;
-        let pg_cpu = self
-            .cpu
-            .now()
-            .per(&cpu_before, (&pg, time), "transaction", None, "pgbench");
         self.notes.push(format!(
-            "{what} c={c}: sessions not idle: {waits}; the relay caught up {} after the load; {retried} publishes failed and were tried again",
+            "{label}: sessions not idle: {waits}; the relay caught up {} after the load; {retried} publishes failed and were tried again",
             ms(caught_up)
         ));
-        self.notes
-            .push(format!("{what} c={c}: {api_cpu}; pgbench's run: {pg_cpu}"));
+        self.notes.push(format!("{label}: {api_cpu}"));
         self.notes.push(Self::relay_note(
-            &format!("{what} c={c} and its catch-up"),
+            &format!("{label} and its catch-up"),
             &phases_before,
             &phases_after,
         ));
         if load.errors > 0 {
-            bail!("{what} c={c}: {} requests failed", load.errors);
+            bail!("{label}: {} requests failed", load.errors);
         }
-        self.rows.push(Row::load(what, c, load, Some(pg)));
-        Ok(())
+        Ok(load)
+    }
+
+    /// pgbench's part of a write run.
+    async fn pgbench_round(
+        &mut self,
+        label: &str,
+        script: &str,
+        vars: &[(&str, String)],
+        c: usize,
+    ) -> anyhow::Result<Load> {
+        let time = self.knobs.write_time;
+        let cpu_before = self.cpu.now();
+        let pg = self
+            .pgbench(&self.pg_url, "prepared", script, vars, c, time)
+            .await
+            .with_context(|| format!("pgbench for {label}"))?;
+        let pg_cpu = self
+            .cpu
+            .now()
+            .per(&cpu_before, (&pg, time), "transaction", None, "pgbench");
+        self.notes.push(format!("{label}: pgbench's run: {pg_cpu}"));
+        Ok(pg)
     }
 
     /// 10,000 tasks of one user, then each list order and a search, beside pgbench running the
