@@ -760,6 +760,14 @@ struct TaskRef {
     user_id: String,
 }
 
+/// After a write run, the vacuum and analyze its inserts have made due, before the next run:
+/// left to autovacuum, pgbench's went on in the API's next run (0.1–0.5 of a core through every
+/// second round at c=16, section "2026-12-06, night").
+async fn settle(url: &str) -> anyhow::Result<()> {
+    execute(url, "VACUUM (ANALYZE) tasks, outbox").await?;
+    Ok(())
+}
+
 async fn execute(url: &str, sql: &str) -> anyhow::Result<usize> {
     let mut conn = AsyncPgConnection::establish(url).await?;
     Ok(diesel::sql_query(sql).execute(&mut conn).await?)
@@ -1280,6 +1288,7 @@ impl Bench<'_> {
         // catch-up can then take seconds.
         let retried = self.publish_failures().await? - failures_before;
         let phases_after = self.relay_phases().await?;
+        settle(&self.database_url).await?;
         self.notes.push(format!(
             "{label}: sessions not idle: {waits}; the relay caught up {} after the load; {retried} publishes failed and were tried again",
             ms(caught_up)
@@ -1314,6 +1323,7 @@ impl Bench<'_> {
             .cpu
             .now()
             .per(&cpu_before, (&pg, time), "transaction", None, "pgbench");
+        settle(&self.pg_url).await?;
         self.notes.push(format!("{label}: pgbench's run: {pg_cpu}"));
         Ok(pg)
     }
