@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use shared_events::Priority;
 use uuid::Uuid;
 
-use super::task::parse_datetime;
+use super::task::{parse_datetime, TAG_MAX};
 use crate::error::ApiError;
 
 pub const LIMIT_DEFAULT: i64 = 50;
@@ -156,10 +156,15 @@ impl ListQuery {
                     }
                 }
                 "tag" => {
-                    if value.is_empty() {
-                        return Err(invalid("tag", "must not be empty"));
+                    // As the OpenAPI document says of a tag (domain::task::Tag), and as tasks
+                    // store theirs: at most TAG_MAX characters, not blank, matched trimmed.
+                    if value.chars().count() > TAG_MAX || value.trim().is_empty() {
+                        return Err(invalid(
+                            "tag",
+                            format!("must be 1 to {TAG_MAX} characters, not all blank"),
+                        ));
                     }
-                    q.tags.push(value.to_owned());
+                    q.tags.push(value.trim().to_owned());
                 }
                 "q" => q.q = (!value.is_empty()).then(|| value.to_owned()),
                 "due_before" => q.due_before = Some(parse_datetime(value).map_err(|e| invalid("due_before", e))?),
@@ -245,6 +250,8 @@ mod tests {
             "cursor=%%%",
             "cursor=bm9wZQ",
             "tag=",
+            "tag=%20%09",
+            "tag=abcdefghijklmnopqrstuvwxyz0123456",
             "tag=a%00",
             "q=%00",
             "page=2",

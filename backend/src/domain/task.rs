@@ -288,9 +288,10 @@ fn tags(raw: Vec<String>) -> Result<Vec<String>, String> {
     let mut tags: Vec<String> = Vec::with_capacity(raw.len());
     for tag in raw {
         no_nul(&tag).map_err(|e| format!("each tag {e}"))?;
-        let tag = tag.trim();
+        // Counted before trimming, as the OpenAPI document's maxLength counts what is sent.
         let len = tag.chars().count();
-        if len == 0 || len > TAG_MAX {
+        let tag = tag.trim();
+        if tag.is_empty() || len > TAG_MAX {
             return Err(format!(
                 "each tag must be 1 to {TAG_MAX} characters (got {tag:?})"
             ));
@@ -598,6 +599,14 @@ mod tests {
         .contains_key("tags"));
         let dup: Vec<String> = (0..30).map(|_| "same".to_owned()).collect();
         assert_eq!(fields(json!({"title": "t", "tags": dup})).tags.len(), 1);
+        // Length as sent, as the schema's maxLength counts it: spaces that trimming removes too.
+        let padded = format!(" {}", "x".repeat(TAG_MAX));
+        assert!(problems(TaskFields::from_body(body(
+            json!({"title": "t", "tags": [padded]})
+        )))
+        .contains_key("tags"));
+        let full = "x".repeat(TAG_MAX);
+        assert_eq!(fields(json!({"title": "t", "tags": [full]})).tags.len(), 1);
     }
 
     #[test]
