@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use shared_events::Priority;
 use uuid::Uuid;
 
-use super::task::{parse_datetime, TAG_MAX};
+use super::task::{parse_datetime, tag_as_stored};
 use crate::error::ApiError;
 
 pub const LIMIT_DEFAULT: i64 = 50;
@@ -156,15 +156,8 @@ impl ListQuery {
                     }
                 }
                 "tag" => {
-                    // As the OpenAPI document says of a tag (domain::task::Tag), and as tasks
-                    // store theirs: at most TAG_MAX characters, not blank, matched trimmed.
-                    if value.chars().count() > TAG_MAX || value.trim().is_empty() {
-                        return Err(invalid(
-                            "tag",
-                            format!("must be 1 to {TAG_MAX} characters, not all blank"),
-                        ));
-                    }
-                    q.tags.push(value.trim().to_owned());
+                    let tag = tag_as_stored(value).map_err(|e| invalid("tag", e))?;
+                    q.tags.push(tag.to_owned());
                 }
                 "q" => q.q = (!value.is_empty()).then(|| value.to_owned()),
                 "due_before" => q.due_before = Some(parse_datetime(value).map_err(|e| invalid("due_before", e))?),

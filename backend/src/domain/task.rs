@@ -284,18 +284,23 @@ fn priority(raw: &str) -> Result<Priority, String> {
     })
 }
 
+/// A tag as tasks store it and lists match it: trimmed, not blank, and at most [`TAG_MAX`]
+/// characters as sent (the OpenAPI document's `maxLength` counts what is sent).
+pub fn tag_as_stored(raw: &str) -> Result<&str, String> {
+    let tag = raw.trim();
+    if tag.is_empty() || raw.chars().count() > TAG_MAX {
+        return Err(format!(
+            "each tag must be 1 to {TAG_MAX} characters (got {tag:?})"
+        ));
+    }
+    Ok(tag)
+}
+
 fn tags(raw: Vec<String>) -> Result<Vec<String>, String> {
     let mut tags: Vec<String> = Vec::with_capacity(raw.len());
     for tag in raw {
         no_nul(&tag).map_err(|e| format!("each tag {e}"))?;
-        // Counted before trimming, as the OpenAPI document's maxLength counts what is sent.
-        let len = tag.chars().count();
-        let tag = tag.trim();
-        if tag.is_empty() || len > TAG_MAX {
-            return Err(format!(
-                "each tag must be 1 to {TAG_MAX} characters (got {tag:?})"
-            ));
-        }
+        let tag = tag_as_stored(&tag)?;
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_owned());
         }
